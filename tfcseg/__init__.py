@@ -1,0 +1,15 @@
+"""tfcseg: efficient and stable video semantic segmentation (TFC, AAAI 2024) on SegFormer."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .checkpoint import convert_checkpoint, load_model, save_checkpoint  # noqa: E402
+from .config import VARIANTS, ModelConfig, TFCOptions  # noqa: E402
+from .errors import CheckpointError, TfcsegError  # noqa: E402
+from .model import TFCSegFormer  # noqa: E402
+
+__all__ = [
+    "__version__", "load_model", "save_checkpoint", "convert_checkpoint", "ModelConfig",
+    "TFCOptions", "VARIANTS", "TFCSegFormer", "TfcsegError", "CheckpointError",
+]

@@ -1,0 +1,172 @@
+"""Mix Transformer (MiT) encoder of SegFormer, variants B0..B5.
+
+Stage i (0-based) turns [B, C_{i-1}, H_{i-1}, W_{i-1}] into [B, C_i, H_i, W_i] with
+H_0 = ceil(H/4) and H_i = ceil(H_{i-1}/2) after. `forward(x, stages=2)` runs only the first
+two stages, which is all a TFC non-keyframe needs.
+
+Module names follow the original MiT (`patch_embed`, `blocks`, `attn.q`, ...); the checkpoint
+converters in `checkpoint.py` map the Hugging Face and NVlabs/mmseg names onto them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample while training."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Strided conv with overlap (kernel 7/3, stride 4/2) then LayerNorm: [B,C,H,W] -> [B,N,D]."""
+
+    def __init__(self, in_ch: int, dim: int, patch: int, stride: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_ch, dim, patch, stride, padding=patch // 2)
+        self.norm = nn.LayerNorm(dim)  # eps 1e-5 in every known implementation
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        x = self.proj(x)
+        h, w = x.shape[-2:]
+        return self.norm(x.flatten(2).transpose(1, 2)), h, w
+
+
+class EfficientSelfAttention(nn.Module):
+    """Multi-head self-attention whose keys/values come from a map reduced by `sr` (conv)."""
+
+    def __init__(self, dim: int, heads: int, sr: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.sr_ratio = sr
+        if sr > 1:
+            self.sr = nn.Conv2d(dim, dim, sr, sr)
+            self.sr_norm = nn.LayerNorm(dim)  # eps 1e-5, as in the original
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, n, c = x.shape  # x: [B, N=h*w, C]
+        kv = x
+        if self.sr_ratio > 1:
+            kv = self.sr(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
+            kv = self.sr_norm(kv)
+        dh = c // self.heads
+        q = self.q(x).view(b, n, self.heads, dh).transpose(1, 2)  # [B, M, N, dh]
+        k = self.k(kv).view(b, -1, self.heads, dh).transpose(1, 2)  # [B, M, N', dh]
+        v = self.v(kv).view(b, -1, self.heads, dh).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class MixFFN(nn.Module):
+    """fc1 -> 3x3 depthwise conv (positional information) -> GELU -> fc2."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        x = self.fc1(x)
+        b, n, c = x.shape
+        x = self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
+        return self.fc2(F.gelu(x))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int, sr: int, mlp_ratio: int, drop_path: float, eps: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = EfficientSelfAttention(dim, heads, sr, eps)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = MixFFN(dim, dim * mlp_ratio)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), h, w))
+        return x + self.drop_path(self.mlp(self.norm2(x), h, w))
+
+
+class Stage(nn.Module):
+    """Patch embedding, `depth` transformer blocks, LayerNorm; returns [B, C, H, W]."""
+
+    def __init__(self, in_ch: int, dim: int, depth: int, heads: int, sr: int, patch: int,
+                 stride: int, mlp_ratio: int, drop_paths: list[float], eps: float) -> None:
+        super().__init__()
+        self.patch_embed = OverlapPatchEmbed(in_ch, dim, patch, stride)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, sr, mlp_ratio, drop_paths[j], eps) for j in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, h, w = self.patch_embed(x)
+        for block in self.blocks:
+            x = block(x, h, w)
+        x = self.norm(x)
+        return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+
+
+class MixTransformer(nn.Module):
+    """The four-stage hierarchical encoder; outputs maps at 1/4, 1/8, 1/16, 1/32."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        total = sum(cfg.depths)
+        rates = [cfg.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        self.stages = nn.ModuleList()
+        start = 0
+        for i in range(4):
+            self.stages.append(Stage(
+                3 if i == 0 else cfg.hidden_sizes[i - 1], cfg.hidden_sizes[i], cfg.depths[i],
+                cfg.num_heads[i], cfg.sr_ratios[i], cfg.patch_sizes[i], cfg.strides[i],
+                cfg.mlp_ratio, rates[start:start + cfg.depths[i]], cfg.layer_norm_eps,
+            ))
+            start += cfg.depths[i]
+        self.apply(_init_weights)
+
+    def forward(self, x: torch.Tensor, stages: int = 4,
+                start: int = 0) -> list[torch.Tensor]:
+        """Run stages `start`..`stages-1` on `x` (the pixels if start == 0, else the
+        previous stage's map). Returns the per-stage maps [B, C_i, H_i, W_i]."""
+        feats = []
+        for stage in self.stages[start:stages]:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+def _init_weights(m: nn.Module) -> None:
+    """The MiT initialisation: truncated normal linears, fan-out normal convs."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Conv2d):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
