@@ -13,6 +13,10 @@ import torch
 import torch.nn.functional as F
 
 
+# Above this share of mixed low-res cells, full interpolation is cheaper than gathering.
+MAX_MIXED_SHARE = 0.25
+
+
 def _source_coords(out: int, inp: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PyTorch's bilinear (align_corners=False, size given) source indices and weight.
 
@@ -39,19 +43,27 @@ def labels_from_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     dev = logits.device
     y0, y1, ly = _source_coords(out_h, h, dev)
     x0, x1, lx = _source_coords(out_w, w, dev)
-    # Labels of the 4 neighbours of every output pixel: [B, H, W] each.
-    rows0, rows1 = low[:, y0], low[:, y1]
-    l00, l01 = rows0[:, :, x0], rows0[:, :, x1]
-    l10, l11 = rows1[:, :, x0], rows1[:, :, x1]
-    labels = l00.clone()
-    boundary = (l00 != l01) | (l00 != l10) | (l00 != l11)
+    # A low-res cell (i, j) is mixed when the labels of (i, j), (i, j+1), (i+1, j), (i+1, j+1)
+    # (indices clamped at the border, as bilinear does) are not all equal.
+    right = torch.cat([low[:, :, 1:], low[:, :, -1:]], 2)
+    below = torch.cat([low[:, 1:], low[:, -1:]], 1)
+    diag = torch.cat([right[:, 1:], right[:, -1:]], 1)
+    mixed = (low != right) | (low != below) | (low != diag)  # [B, h, w]
+    if mixed.float().mean() > MAX_MIXED_SHARE:  # boundaries everywhere: the plain path is cheaper
+        return labels_from_logits_plain(logits, size)
+    # Every output pixel's source cell is (y0, x0): take its label and mixed flag.
+    labels = low[:, y0][:, :, x0]
+    boundary = mixed[:, y0][:, :, x0]
     bi, yi, xi = boundary.nonzero(as_tuple=True)
     if bi.numel():
-        flat = logits.permute(0, 2, 3, 1)  # [B, h, w, K]
+        table = logits.permute(0, 2, 3, 1).reshape(b * h * w, k).contiguous()  # [B*h*w, K]
+        base = bi * (h * w)
+        r0, r1 = base + y0[yi] * w, base + y1[yi] * w
+        c0, c1 = x0[xi], x1[xi]
         wy, wx = ly[yi, None].to(logits.dtype), lx[xi, None].to(logits.dtype)
-        top = flat[bi, y0[yi], x0[xi]] * (1 - wx) + flat[bi, y0[yi], x1[xi]] * wx
-        bot = flat[bi, y1[yi], x0[xi]] * (1 - wx) + flat[bi, y1[yi], x1[xi]] * wx
-        labels[bi, yi, xi] = (top * (1 - wy) + bot * wy).argmax(-1)
+        top = torch.lerp(table.index_select(0, r0 + c0), table.index_select(0, r0 + c1), wx)
+        bot = torch.lerp(table.index_select(0, r1 + c0), table.index_select(0, r1 + c1), wx)
+        labels[bi, yi, xi] = torch.lerp(top, bot, wy).argmax(-1)
     return labels
 
 
