@@ -168,3 +168,16 @@ def test_config_rejects_unknown_fields(tmp_path):
     (tmp_path / "ck" / "config.json").write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match="num_clases"):
         load_model(tmp_path / "ck")
+
+
+def test_export_to_hf_layout_round_trips(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from tfcseg.checkpoint import export_hf_state_dict
+
+    torch.manual_seed(0)
+    hf = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(num_labels=4, depths=[1, 2, 1, 1]))
+    hf.save_pretrained(tmp_path / "hf")
+    stored = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    back = export_hf_state_dict(convert_hf_state_dict(stored))
+    assert sorted(back) == sorted(stored)
+    assert all(torch.equal(back[k], stored[k]) for k in stored)

@@ -126,6 +126,37 @@ def convert_mmseg_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
+_TO_HF_BLOCK = {
+    "norm1": "layer_norm_1", "norm2": "layer_norm_2", "attn.q": "attention.self.query",
+    "attn.k": "attention.self.key", "attn.v": "attention.self.value", "attn.sr": "attention.self.sr",
+    "attn.sr_norm": "attention.self.layer_norm", "attn.proj": "attention.output.dense",
+    "mlp.fc1": "mlp.dense1", "mlp.dwconv": "mlp.dwconv.dwconv", "mlp.fc2": "mlp.dense2",
+}
+
+
+def export_hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """tfcseg keys -> Hugging Face SegFormer keys (the inverse of `convert_hf_state_dict`).
+
+    TFC's own modules (`msda.*`) have no place in a `transformers` model and are dropped.
+    """
+    out = {}
+    for key, value in sd.items():
+        if m := re.match(r"encoder\.stages\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$", key):
+            new = f"segformer.encoder.block.{m[1]}.{m[2]}.{_TO_HF_BLOCK[m[3]]}.{m[4]}"
+        elif m := re.match(r"encoder\.stages\.(\d+)\.patch_embed\.(proj|norm)\.(.+)$", key):
+            new = f"segformer.encoder.patch_embeddings.{m[1]}.{'proj' if m[2] == 'proj' else 'layer_norm'}.{m[3]}"
+        elif m := re.match(r"encoder\.stages\.(\d+)\.norm\.(.+)$", key):
+            new = f"segformer.encoder.layer_norm.{m[1]}.{m[2]}"
+        elif m := re.match(r"decoder\.linear_c\.(\d+)\.(.+)$", key):
+            new = f"decode_head.linear_c.{m[1]}.proj.{m[2]}"
+        elif key.startswith("decoder."):
+            new = "decode_head." + key.removeprefix("decoder.")
+        else:
+            continue
+        out[new] = value
+    return out
+
+
 # ---- configs of foreign checkpoints -----------------------------------------------------
 
 
