@@ -8,8 +8,10 @@ from .checkpoint import convert_checkpoint, load_model, save_checkpoint  # noqa:
 from .config import VARIANTS, ModelConfig, TFCOptions  # noqa: E402
 from .errors import CheckpointError, TfcsegError  # noqa: E402
 from .model import TFCSegFormer  # noqa: E402
+from .video import FrameResult, VideoSegmenter  # noqa: E402
 
 __all__ = [
     "__version__", "load_model", "save_checkpoint", "convert_checkpoint", "ModelConfig",
     "TFCOptions", "VARIANTS", "TFCSegFormer", "TfcsegError", "CheckpointError",
+    "VideoSegmenter", "FrameResult",
 ]

@@ -1,0 +1,313 @@
+"""TFC's keyframe / non-keyframe passes (the paper's sections 3.2-3.3) and the training pass.
+
+Keyframe k: plain SegFormer (all four encoder stages, decoder, classifier); the state kept
+for the frames after it is a `KeyframeState`.
+
+Non-keyframe t, in this order:
+  1. encoder stages 1-2 on frame t; x_t = (x_t^1, x_t^2, x_k^3, x_k^4);
+  2. similarity w_t = cosine(x̂_k^l, x̂_t^l) per point of the 1/4 map (l = 2, or 1), where
+     x̂^l = resize(P_l x^l + b_l) is the decoder's projected level-l feature;
+  3. decoder -> z_t (the level-3/4 terms come from the keyframe unchanged);
+  4. sparse MSDA: the points with w < threshold get a residual update
+     z_t[q] += MSDA(query = z_t[q], values = pyramid of x_t);
+  5. interpolation z'_t = ŵ z_k + (1 - ŵ) z_t (ŵ = clamp(w, 0, 1) for `soft`);
+  6. classifier.
+
+The MSDA value pyramid (a choice the paper leaves open): level l's values are the decoder's
+projection P_l x^l + b_l at the level's own resolution (D channels, so every level has the
+same width as the queries z_t), levels 1-2 from frame t and 3-4 from the keyframe, then
+MSDA's own `value_proj`. With `msda_levels = L < 4` the L finest levels are used. At
+inference P_l and value_proj are applied as one folded C_l -> D map (`level_values`).
+
+The similarity is computed as 1 - |u_k - u_t|^2 / 2 with u = x̂ / |x̂| (per point), which is
+the cosine for unit vectors and is exactly 1 when the two features are bitwise equal (a
+static scene), so that a threshold of 1.0 selects no point there.
+
+Inference (`keyframe`, `non_keyframe`) uses the decoder's folded eval form; training
+(`clip_forward`) uses the plain form, so BatchNorm and dropout behave as in training.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .config import TFCOptions
+from .decoder import resize
+from .msda import MSDeformAttn, level_layout, pixel_centres
+
+
+# ---- building blocks ----------------------------------------------------------------------
+
+
+def unit_features(xhat: torch.Tensor) -> torch.Tensor:
+    """x̂ / |x̂| over channels: [B, D, h, w] -> [B, D, h, w] (zero vectors stay zero)."""
+    return F.normalize(xhat, dim=1)
+
+
+def similarity_from_units(unit_k: torch.Tensor, unit_t: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity per point from unit features: [..., D, h, w] x 2 -> [..., h, w].
+    Exactly 1.0 where the features are equal."""
+    return 1.0 - 0.5 * (unit_k - unit_t).pow(2).sum(-3)
+
+
+def interpolation_weight(similarity: torch.Tensor, options: TFCOptions) -> torch.Tensor | None:
+    """ŵ [B, h, w] for z' = ŵ z_k + (1 - ŵ) z_t, or None for `none` (z' = z_t)."""
+    if options.interpolation == "soft":
+        return similarity.clamp(0.0, 1.0)
+    if options.interpolation == "hard":
+        return (similarity >= options.msda_threshold).to(similarity.dtype)
+    if options.interpolation == "fixed":
+        return torch.full_like(similarity, options.fixed_weight)
+    return None
+
+
+def interpolate(z_t: torch.Tensor, z_k: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """z'_t = ŵ z_k + (1 - ŵ) z_t per point (z: [..., D, h, w], ŵ: [..., h, w]).
+    torch.lerp is exact at both ends: ŵ = 1 gives z_k and ŵ = 0 gives z_t bit for bit."""
+    if weight is None:
+        return z_t
+    return torch.lerp(z_t, z_k, weight.unsqueeze(-3).to(z_t.dtype))
+
+
+def flatten_levels(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Per-level maps [B, D, h_l, w_l] -> the flattened pyramid [B, sum_l h_l*w_l, D]."""
+    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
+
+
+def dense_msda(msda: MSDeformAttn, z: torch.Tensor, value: torch.Tensor,
+               spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+               value_projected: bool = False) -> torch.Tensor:
+    """z + MSDA(z) at every point of z [B, D, h, w], reference points at pixel centres."""
+    b, d, h, w = z.shape
+    flat = z.flatten(2).transpose(1, 2)  # [B, h*w, D]
+    ref = pixel_centres(h, w, z.device, z.dtype)[None].expand(b, -1, -1)
+    out = msda(flat, ref, value, spatial_shapes, level_start_index, value_projected)
+    return (flat + out).transpose(1, 2).reshape(b, d, h, w)
+
+
+def sparse_msda(msda: MSDeformAttn, z: torch.Tensor, select: torch.Tensor, value: torch.Tensor,
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                value_projected: bool = False) -> torch.Tensor:
+    """z with the selected points updated: z[q] + MSDA(z[q]) where select[q] (else z[q]).
+
+    z [B, D, h, w], select bool [B, h, w], value [B, S, D]. The selected queries are
+    gathered (selected points first, row-major; each row padded to the largest count with
+    unselected points, whose result is discarded), run through MSDA, and added back with
+    a scatter. Differentiable in z and value."""
+    b, d, h, w = z.shape
+    sel = select.reshape(b, h * w)
+    counts = sel.sum(1)  # [B]
+    q = int(counts.max()) if b else 0
+    if q == 0:
+        return z
+    flat = z.flatten(2).transpose(1, 2)  # [B, h*w, D]
+    # a permutation per row with the selected points first (stable: row-major order)
+    order = torch.argsort((~sel).to(torch.uint8), dim=1, stable=True)[:, :q]  # [B, q]
+    idx = order[..., None].expand(b, q, d)
+    query = flat.gather(1, idx)  # [B, q, D]
+    ref = pixel_centres(h, w, z.device, z.dtype)[order]  # [B, q, 2]
+    out = msda(query, ref, value, spatial_shapes, level_start_index, value_projected)
+    valid = torch.arange(q, device=z.device)[None] < counts[:, None]  # [B, q]
+    out = out * valid[..., None].to(out.dtype)
+    flat = flat.scatter_add(1, idx, out.to(flat.dtype))  # indices in a row are distinct
+    return flat.transpose(1, 2).reshape(b, d, h, w)
+
+
+# ---- state and results --------------------------------------------------------------------
+
+
+@dataclass
+class KeyframeState:
+    """What a non-keyframe needs from its keyframe (and only that). B = batch, D = decoder
+    width, (h4, w4) = the 1/4 map; shapes per field."""
+
+    size: tuple[int, int]  # (H, W) of the keyframe's input pixels
+    x1: torch.Tensor  # [B, C_1, h4, w4]   encoder stage 1 (for the level-1 similarity)
+    x2: torch.Tensor  # [B, C_2, h8, w8]   encoder stage 2 (for the level-2 similarity)
+    x3: torch.Tensor  # [B, C_3, h16, w16] encoder stage 3, reused by non-keyframes
+    x4: torch.Tensor  # [B, C_4, h32, w32] encoder stage 4, reused by non-keyframes
+    term3: torch.Tensor  # [B, D, h4, w4]  resize(A_3 x^3): level 3's folded share of z
+    term4: torch.Tensor  # [B, D, h4, w4]  resize(A_4 x^4): level 4's folded share of z
+    z: torch.Tensor  # [B, D, h4, w4]      z_k, the keyframe's fused decoder features
+    # lazily filled: "unit1"/"unit2" -> [B, D, h4, w4] x̂_k^l / |x̂_k^l|;
+    # "value3"/"value4" -> [B, h_l*w_l, D] MSDA values of levels 3/4 (`level_values`)
+    cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def batch(self) -> int:
+        return self.z.shape[0]
+
+
+@dataclass
+class NonKeyframeInfo:
+    similarity: torch.Tensor  # [B, h4, w4] raw cosine w_t (before any clamp)
+    msda_share: float  # fraction of the points that sparse MSDA updated (0.0 when off)
+
+
+@dataclass
+class ClipOutput:
+    logits: torch.Tensor  # [B, T, K, h4, w4]; frame 0 is the keyframe
+    similarity: torch.Tensor  # [B, T-1, h4, w4] raw cosine of frames 1..T-1 vs frame 0
+    msda_share: float  # fraction of non-keyframe points that MSDA updated
+
+
+# ---- inference --------------------------------------------------------------------------------
+
+
+def _require_eval(model) -> None:
+    if model.training:
+        raise RuntimeError("keyframe()/non_keyframe() are the inference path: call model.eval() "
+                           "first (clip_forward() is the training path)")
+
+
+def _msda_enabled(model, options: TFCOptions) -> bool:
+    if not options.msda:
+        return False
+    if not model.config.tfc_trained:
+        if not getattr(model, "_warned_untrained_msda", False):
+            warnings.warn("this model's TFC modules are untrained (tfc_trained=False, e.g. official "
+                          "SegFormer weights): sparse MSDA is off; similarity and interpolation "
+                          "still apply", stacklevel=4)
+            model._warned_untrained_msda = True
+        return False
+    return True
+
+
+def _projected_level(model, level: int, x: torch.Tensor, size) -> torch.Tensor:
+    """x̂^l = resize(P_l x^l + b_l) to the 1/4 map."""
+    return resize(model.decoder.project(level, x), size)
+
+
+def _state_unit(model, state: KeyframeState, level: int) -> torch.Tensor:
+    key = f"unit{level}"
+    if key not in state.cache:
+        x = state.x1 if level == 1 else state.x2
+        state.cache[key] = unit_features(_projected_level(model, level, x, state.z.shape[-2:]))
+    return state.cache[key]
+
+
+def level_values(model, level: int, x: torch.Tensor) -> torch.Tensor:
+    """MSDA values of level l: value_proj(P_l x^l + b_l), flattened to [B, h_l*w_l, D].
+    Both maps are linear, so they are applied as one C_l -> D map (W_v P_l, W_v b_l + b_v):
+    the same values up to float rounding, without a D -> D map over the 1/4 grid."""
+    lin, vp = model.decoder.linear_c[level - 1], model.msda.value_proj
+    weight = vp.weight @ lin.weight  # [D, C_l]
+    bias = vp.weight @ lin.bias + vp.bias  # [D]
+    return F.linear(x.flatten(2).transpose(1, 2), weight, bias)
+
+
+def _state_values(model, state: KeyframeState, level: int) -> torch.Tensor:
+    key = f"value{level}"
+    if key not in state.cache:
+        state.cache[key] = level_values(model, level, state.x3 if level == 3 else state.x4)
+    return state.cache[key]
+
+
+def keyframe(model, pixels: torch.Tensor) -> tuple[torch.Tensor, KeyframeState]:
+    """SegFormer on a keyframe: logits [B, K, h4, w4] (identical to `image_logits`) and the
+    state non-keyframes need. Eval mode only."""
+    _require_eval(model)
+    feats = model.encoder(pixels)
+    dec = model.decoder
+    size = feats[0].shape[-2:]
+    # exactly decoder.fused_features' eval path, keeping the level-3/4 terms
+    terms = [dec.level_term(l + 1, f, size) for l, f in enumerate(feats)]
+    z = dec.fuse_terms(terms)
+    state = KeyframeState(size=tuple(pixels.shape[-2:]), x1=feats[0], x2=feats[1], x3=feats[2],
+                          x4=feats[3], term3=terms[2], term4=terms[3], z=z)
+    return dec.classify(z), state
+
+
+def non_keyframe(model, pixels: torch.Tensor, state: KeyframeState,
+                 options: TFCOptions | None = None) -> tuple[torch.Tensor, NonKeyframeInfo]:
+    """TFC on a non-keyframe against `state` (its keyframe's): logits [B, K, h4, w4] and
+    `NonKeyframeInfo`. `options` default to `model.config.tfc`. Eval mode only."""
+    _require_eval(model)
+    options = options or model.config.tfc
+    options.validate()
+    if tuple(pixels.shape[-2:]) != tuple(state.size) or pixels.shape[0] != state.batch:
+        raise ValueError(f"frame batch/size {tuple(pixels.shape[:1]) + tuple(pixels.shape[-2:])} "
+                         f"differs from its keyframe's {(state.batch, *state.size)}")
+    dec = model.decoder
+    x1, x2 = model.encoder(pixels, stages=2)
+    size = x1.shape[-2:]
+    level = options.similarity_level
+    unit_t = unit_features(_projected_level(model, level, x1 if level == 1 else x2, size))
+    similarity = similarity_from_units(_state_unit(model, state, level), unit_t)  # [B, h4, w4]
+
+    z = dec.fuse_terms([dec.level_term(1, x1, size), dec.level_term(2, x2, size),
+                        state.term3, state.term4])
+    share = 0.0
+    if _msda_enabled(model, options):
+        select = similarity < options.msda_threshold  # strictly below
+        count = int(select.sum())
+        if count:
+            levels = [(1, x1), (2, x2), (3, state.x3), (4, state.x4)][:model.msda.n_levels]
+            value = torch.cat([level_values(model, l, x) if l <= 2 else _state_values(model, state, l)
+                               for l, x in levels], 1)  # [B, S, D]
+            shapes, starts = level_layout([tuple(x.shape[-2:]) for _, x in levels], z.device)
+            z = sparse_msda(model.msda, z, select, value, shapes, starts, value_projected=True)
+        share = count / select.numel()
+    z = interpolate(z, state.z, interpolation_weight(similarity, options))
+    return dec.classify(z), NonKeyframeInfo(similarity=similarity, msda_share=share)
+
+
+# ---- training -------------------------------------------------------------------------------
+
+
+def clip_forward(model, clip: torch.Tensor) -> ClipOutput:
+    """The differentiable pass over a clip [B, T, 3, H, W] (frame 0 the keyframe, frames
+    1..T-1 non-keyframes against it), with the plain decoder (BatchNorm over all B*T
+    frames in training). MSDA runs on the points below `config.tfc.msda_threshold` when
+    `config.tfc.msda` is on, whether or not `tfc_trained` is set (this is how it is trained).
+    """
+    if clip.dim() != 5:
+        raise ValueError(f"clip must be [B, T, 3, H, W], got {tuple(clip.shape)}")
+    options = model.config.tfc
+    b, t = clip.shape[:2]
+    dec = model.decoder
+    x1, x2 = model.encoder(clip.flatten(0, 1), stages=2)  # [B*T, C, ...], index b*T + i
+    x3, x4 = model.encoder(x2.view(b, t, *x2.shape[1:])[:, 0], stages=4, start=2)  # keyframes
+    size = x1.shape[-2:]
+    p1, p2 = dec.project(1, x1), dec.project(2, x2)  # [B*T, D, own resolution]
+    p3, p4 = dec.project(3, x3), dec.project(4, x4)  # [B, D, own resolution]
+
+    def per_frame(x: torch.Tensor) -> torch.Tensor:  # keyframe [B, ...] -> [B*T, ...]
+        return x[:, None].expand(b, t, *x.shape[1:]).flatten(0, 1)
+
+    hat1, hat2 = resize(p1, size), resize(p2, size)
+    z = dec.fuse([hat1, hat2, per_frame(resize(p3, size)), per_frame(resize(p4, size))])
+    d, h, w = z.shape[1:]
+    z = z.view(b, t, d, h, w)
+    z_k, z_t = z[:, 0], z[:, 1:]  # [B, D, h, w], [B, T-1, D, h, w]
+
+    unit = unit_features(hat1 if options.similarity_level == 1 else hat2).view(b, t, d, h, w)
+    similarity = similarity_from_units(unit[:, :1], unit[:, 1:])  # [B, T-1, h, w]
+
+    share = 0.0
+    if options.msda and t > 1:
+        n = t - 1
+        select = (similarity < options.msda_threshold).flatten(0, 1)  # [B*(T-1), h, w]
+        n_levels = model.msda.n_levels
+
+        def non_key(x: torch.Tensor) -> torch.Tensor:  # [B*T, ...] -> [B*(T-1), ...]
+            return x.view(b, t, *x.shape[1:])[:, 1:].flatten(0, 1)
+
+        def repeat(x: torch.Tensor) -> torch.Tensor:  # [B, ...] -> [B*(T-1), ...]
+            return x[:, None].expand(b, n, *x.shape[1:]).flatten(0, 1)
+
+        maps = [non_key(p1), non_key(p2), repeat(p3), repeat(p4)][:n_levels]
+        value = model.msda.project_value(flatten_levels(maps))
+        shapes, starts = level_layout([tuple(m.shape[-2:]) for m in maps], z.device)
+        z_t = sparse_msda(model.msda, z_t.flatten(0, 1), select, value, shapes, starts,
+                          value_projected=True).view(b, n, d, h, w)
+        share = float(select.float().mean())
+    weight = interpolation_weight(similarity, options)
+    z_t = interpolate(z_t, z_k[:, None], weight)
+    logits = dec.classify(torch.cat([z_k[:, None], z_t], 1).flatten(0, 1))
+    return ClipOutput(logits=logits.view(b, t, *logits.shape[1:]), similarity=similarity,
+                      msda_share=share)
