@@ -1,0 +1,93 @@
+"""`tfcseg models` (the registry of named checkpoints) and `tfcseg export` (publish one)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..hub import MODEL_HELP, export_checkpoint, model_status, model_entry_path, push_to_hub
+from ..errors import TfcsegError
+from ..io_utils import atomic_write_text
+from ..registry import NVIDIA_LICENCE, NVIDIA_LICENCE_NOTE, NVIDIA_LICENCE_URL, get_model_entry, list_models
+from . import app
+
+
+@app.command()
+def models(
+    json_out: str = typer.Option(None, "--json", metavar="FILE",
+                                 help="Also write the table as JSON to FILE ('-' = stdout only)."),
+    download: list[str] = typer.Option(None, "--download", metavar="NAME",
+                                       help="Download (and convert) these registry names now, "
+                                       "so they work offline later. Repeatable."),
+) -> None:
+    """List the named checkpoints: classes, data, variant, source, licence, cached locally."""
+    for name in download or []:
+        entry = get_model_entry(name)
+        if entry is None:
+            raise TfcsegError(f"{name}: not a registry name (see `tfcseg models`)")
+        path = model_entry_path(entry)
+        Console(stderr=True).print(f"{entry.name}: ready at {path}", highlight=False)
+    rows = [model_status(e) for e in list_models()]
+    if json_out == "-":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="tfcseg models", caption=f"{NVIDIA_LICENCE}: {NVIDIA_LICENCE_NOTE} "
+                  f"({NVIDIA_LICENCE_URL}). Official SegFormer checkpoints have no trained TFC "
+                  "modules: they run with similarity + interpolation, MSDA off.")
+    table.add_column("name", no_wrap=True)
+    for col in ("classes", "dataset", "variant", "source", "licence", "cached"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        source = r["source"] + (f"@{r['revision']}" if r["revision"] else "")
+        if r["shipped"]:
+            cached = "yes (shipped)" if r["cached"] else "not shipped yet"
+        else:
+            cached = "yes" if r["cached"] else "no"
+            if r["cached"] and r["converted"] is not None:
+                cached += " (converted)" if r["converted"] else " (not converted yet)"
+        table.add_row(r["name"], str(r["num_classes"]), r["dataset"], r["variant"], source,
+                      r["licence"], cached)
+    Console().print(table)
+    if json_out:
+        atomic_write_text(Path(json_out), json.dumps(rows, indent=2) + "\n")
+        Console(stderr=True).print(f"wrote {json_out}", highlight=False)
+
+
+@app.command()
+def export(
+    checkpoint: str = typer.Argument(..., help="The checkpoint to publish. " + MODEL_HELP),
+    out: Path = typer.Option(..., "-o", "--out", help="The folder to write (config.json, "
+                             "model.safetensors, README.md, metrics.json)."),
+    metrics: Path = typer.Option(None, "--metrics", help="An evaluation JSON (`tfcseg eval --json`) "
+                                 "for the card; default: metrics.json or eval.json in the checkpoint folder."),
+    train_command: str = typer.Option(None, "--train-command", help="The training command for the "
+                                      "card; default: train_command.txt or train_args.json in the folder."),
+    dataset: str = typer.Option(None, "--dataset", help="Training data named on the card "
+                                "(default: the config's dataset)."),
+    licence: str = typer.Option("apache-2.0", "--license", help="Licence id for the card's metadata."),
+    push_to_hub_repo: str = typer.Option(None, "--push-to-hub", metavar="REPO",
+                                         help="Upload the folder to this Hub model repo (user/repo)."),
+    private: bool = typer.Option(False, "--private", help="Create the Hub repo as private."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+) -> None:
+    """Write a clean, publishable checkpoint folder with a model card; optionally upload it."""
+    if private and not push_to_hub_repo:
+        raise TfcsegError("--private needs --push-to-hub REPO")
+    result = export_checkpoint(checkpoint, out, repo_id=push_to_hub_repo, metrics=metrics,
+                               train_command=train_command, dataset=dataset, licence=licence,
+                               overwrite=overwrite)
+    table = Table(title=f"exported {checkpoint}")
+    table.add_column("item")
+    table.add_column("value", overflow="fold")
+    table.add_row("folder", str(result.folder))
+    table.add_row("files", ", ".join(result.files))
+    table.add_row("metrics", str(result.metrics_from) if result.metrics_from else "none")
+    table.add_row("training command", result.train_command or "not recorded")
+    if push_to_hub_repo:
+        url = push_to_hub(result.folder, push_to_hub_repo, private=private)
+        table.add_row("uploaded", url)
+    Console().print(table)
