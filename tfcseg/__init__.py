@@ -6,7 +6,9 @@ __version__ = "0.1.0"
 
 from .checkpoint import convert_checkpoint, load_model, save_checkpoint  # noqa: E402
 from .config import VARIANTS, ModelConfig, TFCOptions  # noqa: E402
+from .data import ClipDataset, VSPWDataset, make_synthetic_vspw  # noqa: E402
 from .errors import CheckpointError, TfcsegError  # noqa: E402
+from .evaluate import evaluate_model, score_predictions  # noqa: E402
 from .model import TFCSegFormer  # noqa: E402
 from .video import FrameResult, VideoSegmenter  # noqa: E402
 
@@ -14,4 +16,5 @@ __all__ = [
     "__version__", "load_model", "save_checkpoint", "convert_checkpoint", "ModelConfig",
     "TFCOptions", "VARIANTS", "TFCSegFormer", "TfcsegError", "CheckpointError",
     "VideoSegmenter", "FrameResult",
+    "VSPWDataset", "ClipDataset", "make_synthetic_vspw", "evaluate_model", "score_predictions",
 ]

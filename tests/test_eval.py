@@ -1,0 +1,177 @@
+"""Evaluation end to end: model runs, saved predictions, scoring, the `tfcseg eval` command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from test_metrics import _official_mvc
+
+from tfcseg import TFCSegFormer, save_checkpoint
+from tfcseg.cli import main
+from tfcseg.data import DataWarning, make_synthetic_vspw, read_mask
+from tfcseg.errors import TfcsegError
+from tfcseg.evaluate import evaluate_model, score_predictions
+
+CAMVID = Path("/work/shared/data/camvid")
+if not CAMVID.is_dir():
+    CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    # 32x48: the smallest size whose 1/4 map (8x12) fits the tiny model's 8x8 reduction.
+    return make_synthetic_vspw(tmp_path_factory.mktemp("eval"), videos=2, frames=10, num_classes=4,
+                               size=(32, 48), seed=0, splits={"val": [0, 1], "train": [0]})
+
+
+@pytest.fixture(scope="module")
+def model() -> TFCSegFormer:
+    torch.manual_seed(0)
+    return TFCSegFormer(tiny_config(num_classes=4)).eval()
+
+
+@pytest.fixture(scope="module")
+def run(data, model, tmp_path_factory):
+    preds = tmp_path_factory.mktemp("preds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the tiny model's TFC modules are untrained
+        warnings.simplefilter("error", DataWarning)
+        result = evaluate_model(model, data, keyframe_interval=4, short_side=0,
+                                save_predictions=preds, progress=False)
+    return result, preds
+
+
+def test_model_run_result(run):
+    result, preds = run
+    for key in ("miou", "wiou", "mvc8", "pixel_accuracy", "fps", "msda_share"):
+        assert 0.0 <= result[key] and (key == "fps" or result[key] <= 1.0), key
+    assert result["mvc16"] is None and result["mvc16_windows"] == 0  # no video has > 16 frames
+    assert result["mvc8_windows"] == 2 * (10 - 8)
+    assert result["frames"] == 20 and result["videos"] == 2 and result["skipped_frames"] == 0
+    assert result["keyframe_share"] == pytest.approx(6 / 20)  # frames 0, 4, 8 of each video
+    assert set(result["per_class_iou"]) == {"background", "shape_1", "shape_2", "shape_3"}
+    assert json.loads(json.dumps(result)) == result  # JSON-ready (no NaN)
+    assert sorted(p.name for p in (preds / "video_001").iterdir()) == [f"{t:05d}.png" for t in range(10)]
+
+
+def test_saved_predictions_round_trip_and_match_the_literal_definitions(run, data):
+    result, preds = run
+    scored = score_predictions(data, preds, progress=False)
+    for key in ("miou", "wiou", "mvc8", "mvc16", "pixel_accuracy", "per_class_iou", "frames", "videos"):
+        assert scored[key] == result[key], key
+    # Recompute from the files with the definitions written out (VSPW encoding: k + 1).
+    gts, prs, videos = [], [], []
+    for video in ("video_000", "video_001"):
+        g = [read_mask(p) for p in sorted((data / "data" / video / "mask").iterdir())]
+        p = [read_mask(q) for q in sorted((preds / video).iterdir())]
+        assert all(1 <= x.min() and x.max() <= 4 for x in p)
+        videos.append((p, g))
+        gts += g
+        prs += p
+    g = np.concatenate([x.ravel() for x in gts]).astype(int)
+    p = np.concatenate([x.ravel() for x in prs]).astype(int)
+    keep = (g >= 1) & (g <= 4)
+    g, p = g[keep], p[keep]
+    ious = [np.sum((g == c) & (p == c)) / np.sum((g == c) | (p == c)) for c in range(1, 5) if np.any(g == c)]
+    assert result["miou"] == pytest.approx(np.mean(ious))
+    assert result["mvc8"] == pytest.approx(_official_mvc(videos, 8))
+
+
+def test_model_and_dataset_classes_must_agree(data):
+    with pytest.raises(TfcsegError, match="the dataset has 4 classes but the model predicts 5"):
+        evaluate_model(TFCSegFormer(tiny_config(num_classes=5)), data, progress=False)
+
+
+def test_perfect_predictions_score_one(tmp_path):
+    root = make_synthetic_vspw(tmp_path / "ds", videos=2, frames=18, num_classes=3, size=(16, 24), seed=4)
+    for video in ("video_000", "video_001"):
+        shutil.copytree(root / "data" / video / "mask", tmp_path / "gt" / video)
+    result = score_predictions(root, tmp_path / "gt", progress=False)
+    assert result["miou"] == result["wiou"] == result["pixel_accuracy"] == 1.0
+    assert result["mvc8"] == result["mvc16"] == 1.0
+    assert result["mvc8_windows"] == 2 * 10 and result["mvc16_windows"] == 2 * 2
+    # The same predictions stored as class ids (k instead of k + 1).
+    for png in (tmp_path / "gt").rglob("*.png"):
+        raw = read_mask(png)
+        out = tmp_path / "idx" / png.parent.name / png.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out), np.where((raw >= 1) & (raw <= 3), raw - 1, 200).astype(np.uint8))
+    assert score_predictions(root, tmp_path / "idx", encoding="index", progress=False)["miou"] == 1.0
+    assert score_predictions(root, tmp_path / "idx", encoding="vspw", progress=False)["miou"] < 0.5
+
+
+def test_scoring_bad_predictions(tmp_path):
+    root = make_synthetic_vspw(tmp_path / "ds", videos=1, frames=4, num_classes=3, size=(16, 24), seed=1)
+    preds = tmp_path / "preds" / "video_000"
+    shutil.copytree(root / "data/video_000/mask", preds)
+    (preds / "00002.png").unlink()
+    with pytest.warns(DataWarning, match=r"00002\.png: prediction mask not found \(frame skipped\)"):
+        result = score_predictions(root, preds.parent, progress=False)
+    assert result["frames"] == 3 and result["skipped_frames"] == 1
+    cv2.imwrite(str(preds / "00001.png"), np.ones((8, 8), np.uint8))
+    with pytest.raises(TfcsegError, match=r"00001\.png: prediction is 8x8 but the mask"):
+        score_predictions(root, preds.parent, progress=False)
+    with pytest.warns(DataWarning), pytest.raises(TfcsegError, match="no prediction PNG found"):
+        score_predictions(root, tmp_path, progress=False)
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason="../shared/data/camvid not present")
+def test_camvid_ground_truth_as_predictions(tmp_path):
+    # Real, temporally dense labels (101 frames at 15 Hz): the masks score 1 everywhere.
+    pred = tmp_path / "pred"
+    shutil.copytree(CAMVID / "data" / "0016E5_07959" / "mask", pred / "0016E5_07959")
+    result = score_predictions(CAMVID, pred, progress=False)
+    assert result["frames"] == 101 and result["num_classes"] == 11
+    assert result["miou"] == 1.0 and result["mvc8"] == 1.0 and result["mvc16"] == 1.0
+    assert result["mvc8_windows"] == 101 - 8 and result["mvc16_windows"] == 101 - 16
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+
+def test_cli_eval_end_to_end(data, model, tmp_path, capsys):
+    save_checkpoint(model, tmp_path / "ckpt")
+    damaged = shutil.copytree(data, tmp_path / "ds")
+    (damaged / "data/video_001/origin/00003.jpg").write_bytes(b"")
+    rc = main(["eval", "--dataset", "vspw", "--data-root", str(damaged), "--model", str(tmp_path / "ckpt"),
+               "--short-side", "0", "--keyframe-interval", "4", "--save-predictions", str(tmp_path / "p"),
+               "--json", str(tmp_path / "r.json"), "--per-class", "--device", "cpu", "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "mIoU (%)" in out and "mVC8 (%)" in out and "frames/s (model)" in out and "shape_3" in out
+    assert "00003.jpg: image is an empty (zero-byte) file (frame skipped)" in err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["frames"] == 19 and result["skipped_frames"] == 1 and result["mode"] == "tfc"
+    assert 0 <= result["miou"] <= 1 and 0 <= result["mvc8"] <= 1 and result["fps"] > 0
+    assert result["skipped"][0]["path"].endswith("video_001/origin/00003.jpg")
+
+    rc = main(["eval", "--data-root", str(damaged), "--predictions", str(tmp_path / "p"),
+               "--json", str(tmp_path / "s.json"), "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    scored = json.loads((tmp_path / "s.json").read_text())
+    for key in ("miou", "wiou", "mvc8", "frames", "skipped_frames"):
+        assert scored[key] == result[key], key
+
+
+def test_cli_eval_errors_are_one_line(data, tmp_path, capsys):
+    bad = shutil.copytree(data, tmp_path / "ds")
+    cv2.imwrite(str(bad / "data/video_000/mask/00004.png"), np.dstack([np.zeros((32, 48), np.uint8)] * 2
+                                                                       + [np.full((32, 48), 9, np.uint8)]))
+    shutil.copytree(bad / "data/video_000/mask", tmp_path / "p" / "video_000")
+    shutil.copytree(bad / "data/video_001/mask", tmp_path / "p" / "video_001")
+    rc = main(["eval", "--data-root", str(bad), "--predictions", str(tmp_path / "p"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "00004.png: a colour mask" in err and "Traceback" not in err
+    rc = main(["eval", "--data-root", str(bad), "--split", "test", "--predictions", str(tmp_path / "p")])
+    assert rc == 2 and "test.txt: split file not found" in capsys.readouterr().err
+    rc = main(["eval", "--data-root", str(bad), "--dataset", "cityscapes", "--predictions", str(tmp_path / "p")])
+    assert rc == 2 and "unknown dataset layout" in capsys.readouterr().err

@@ -1,0 +1,128 @@
+"""`tfcseg eval`: official VSPW metrics for a model run over a split, or for saved predictions."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import TfcsegError
+from ..hub import MODEL_HELP
+from ..io_utils import atomic_write_text
+from . import app, err_console
+
+WARNINGS_SHOWN = 20  # data warnings printed in full; the rest are counted
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def _print_result(result: dict[str, Any], per_class: bool) -> None:
+    table = Table(title=f"tfcseg eval: {result['dataset']} ({result['split']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("mIoU (%)", _pct(result["miou"]))
+    table.add_row("wIoU (%)", _pct(result["wiou"]))
+    for n in (8, 16):
+        table.add_row(f"mVC{n} (%)", _pct(result[f"mvc{n}"]) + f"  [{result[f'mvc{n}_windows']} windows]")
+    table.add_row("pixel accuracy (%)", _pct(result["pixel_accuracy"]))
+    table.add_row("videos", str(result["videos"]))
+    table.add_row("frames", str(result["frames"]))
+    table.add_row("skipped frames", str(result["skipped_frames"]))
+    if "fps" in result:
+        table.add_row("frames/s (model)", "n/a" if result["fps"] is None else f"{result['fps']:.2f}")
+        table.add_row("mode", f"{result['mode']} (keyframe every {result['keyframe_interval']})")
+        table.add_row("keyframes (%)", _pct(result["keyframe_share"]))
+    console = Console()
+    console.print(table)
+    if per_class:
+        classes = Table(title="per-class IoU (%)", caption="n/a: absent from the ground truth")
+        classes.add_column("#", justify="right")
+        classes.add_column("class")
+        classes.add_column("IoU", justify="right")
+        for i, (name, iou) in enumerate(result["per_class_iou"].items()):
+            classes.add_row(str(i), name, _pct(iou))
+        console.print(classes)
+
+
+class _WarningPrinter:
+    """Prints library warnings as one line each while the run goes on (the first
+    `WARNINGS_SHOWN` of them), and counts the rest."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.hidden = 0
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if text in self.seen:
+            return
+        self.seen.add(text)
+        if len(self.seen) > WARNINGS_SHOWN:
+            self.hidden += 1
+            return
+        err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+
+@app.command("eval")
+def eval_command(
+    data_root: Path = typer.Option(..., "--data-root", help="A VSPW-layout dataset (split files, "
+                                   "data/<video>/origin and mask, optional classes.json)."),
+    dataset: str = typer.Option("vspw", "--dataset", help="Dataset layout: vspw (VSPW itself or any "
+                                "dataset in its layout; the classes come from classes.json)."),
+    split: str = typer.Option("val", "--split", help="Split file to evaluate (<data-root>/<split>.txt)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    mode: str = typer.Option("tfc", "--mode", help="tfc | segformer (every frame a keyframe) | "
+                             "reuse (feature reuse between keyframes)."),
+    keyframe_interval: int = typer.Option(4, "--keyframe-interval", "-k", help="A keyframe every K frames."),
+    short_side: Optional[int] = typer.Option(None, "--short-side", help="Inference short side in pixels "
+                                             "(default: the model's, 480 = VSPW's 480x853; 0 = as stored)."),
+    save_predictions: Optional[Path] = typer.Option(None, "--save-predictions", help="Write index PNGs "
+                                                    "DIR/<video>/<frame>.png (class k stored as k+1, as the masks)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score these saved predictions "
+                                               "(DIR/<video>/<frame>.png) instead of running a model."),
+    prediction_encoding: str = typer.Option("vspw", "--prediction-encoding", help="How --predictions "
+                                            "store classes: vspw (k+1, as the masks) or index (k)."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also save the results as JSON "
+                                             "(metrics as fractions in 0..1)."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also print the IoU of every class."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
+    from ..evaluate import evaluate_model, score_predictions
+
+    if dataset.lower() != "vspw":
+        raise TfcsegError(f"--dataset {dataset}: unknown dataset layout (supported: vspw)")
+    if predictions is not None and (model is not None or save_predictions is not None):
+        raise TfcsegError("--predictions scores saved predictions; it cannot be combined with "
+                          "--model or --save-predictions")
+    printer = _WarningPrinter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = printer
+        if predictions is not None:
+            result = score_predictions(data_root, predictions, split=split, encoding=prediction_encoding,
+                                       progress=not quiet)
+        else:
+            from ..checkpoint import load_model
+            from ..segment import resolve_device
+
+            net = load_model(model, device=resolve_device(device))
+            result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
+                                    short_side=short_side, save_predictions=save_predictions,
+                                    progress=not quiet)
+            result["model"] = str(model) if model is not None else "default"
+    if printer.hidden:
+        err_console.print(f"[bold yellow]warning:[/] {printer.hidden} more warning(s) not shown "
+                          "(the skipped files are listed in --json)", highlight=False)
+    _print_result(result, per_class)
+    if json_file is not None:
+        atomic_write_text(json_file, json.dumps(result, indent=2) + "\n")
+        err_console.print(f"wrote {json_file}", highlight=False)
