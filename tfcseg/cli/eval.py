@@ -42,7 +42,7 @@ def _print_result(result: dict[str, Any], per_class: bool) -> None:
     console = Console()
     console.print(table)
     if per_class:
-        classes = Table(title="per-class IoU (%)", caption="n/a: absent from the ground truth")
+        classes = Table(title="per-class IoU (%)", caption="n/a: not in the GT")
         classes.add_column("#", justify="right")
         classes.add_column("class")
         classes.add_column("IoU", justify="right")
