@@ -71,6 +71,7 @@ class VideoInfo:
     codec: str | None = None
     pix_fmt: str | None = None
     duration: float | None = None
+    folder: Path | None = None  # images: the folder holding the frames
 
     @property
     def size(self) -> tuple[int, int]:
@@ -360,6 +361,7 @@ class VideoFileSource(FrameSource):
             proc.stdout.close()
             rc = proc.wait()
             err_thread.join(timeout=5)
+            proc.stderr.close()
         if stop.is_set():
             return
         damaged = partial or rc != 0 or any(ln.strip() for ln in errors)
@@ -494,7 +496,7 @@ def open_frames(source: str | Path, start: float | None = None, end: float | Non
             raise TfcsegError(f"{path}: none of the {len(files)} image files can be read")
         info = VideoInfo(path=path, kind="images", name=_sequence_name(folder),
                          width=first.shape[1], height=first.shape[0], fps=rate,
-                         frame_count=len(files))
+                         frame_count=len(files), folder=folder)
         sel = Selection.from_times(rate, start, end, stride)
         src = ImageSequenceSource(info, files, sel, queue_size)
     else:
@@ -521,7 +523,7 @@ def pad_to_even(rgb: np.ndarray) -> np.ndarray:
     return np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def _writable_folder(folder: Path) -> None:
+def ensure_writable_folder(folder: Path) -> None:
     """Create `folder` if needed and prove a file can be made in it (TfcsegError if not)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -557,7 +559,7 @@ class VideoWriter:
             raise TfcsegError(f"{self.path}: exists already (use --overwrite to replace it)")
         if self.path.is_dir():
             raise TfcsegError(f"{self.path}: is a folder")
-        _writable_folder(self.path.parent)
+        ensure_writable_folder(self.path.parent)
         self._muxer = muxer
         self._proc: subprocess.Popen | None = None
         self._tmp: Path | None = None
@@ -625,6 +627,7 @@ class VideoWriter:
             pass
         rc = proc.wait()
         self._err_thread.join(timeout=5)
+        proc.stderr.close()
         if rc != 0:
             self.abort()
             raise TfcsegError(f"{self.path}: the encoder failed ({self._error()})")
@@ -634,9 +637,15 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Stop the encoder and remove the temporary file; the final name is never touched."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            for pipe in (self._proc.stdin, self._proc.stderr):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
             self._tmp = None

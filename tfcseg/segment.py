@@ -1,0 +1,233 @@
+"""Segment a whole video into a colourised overlay video (the core of `tfcseg segment`).
+
+    summary = segment_video("street.mp4")                  # -> street_tfcseg.mp4 beside it
+    summary = segment_video("frames/", masks_dir="preds")  # + preds/frames/<frame>.png
+
+Streaming end to end: a reader thread decodes a few frames ahead, the `VideoSegmenter`
+holds one keyframe's state, the encoder takes frames as they are drawn. Every selected
+input frame gives one output frame, at the source's exact frame rate (divided by `stride`).
+
+Masks (`masks_dir`) are index PNGs in the VSPW layout `<masks_dir>/<video>/<frame>.png`,
+with VSPW's mask encoding: value = class id + 1 (0 is VSPW's "others", never written), so
+`tfcseg eval --predictions` reads them like ground-truth masks. 8-bit for up to 254
+classes, 16-bit beyond. `<frame>` is the image's stem for image folders and the frame
+index as `%05d` for video files; `<video>` is the input's stem (a VSPW `<video>/origin`
+folder gives `<video>`).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn,
+                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
+
+from .errors import TfcsegError
+from .io_utils import atomic_write_bytes
+from .model import TFCSegFormer
+from .overlay import OverlayRenderer
+from .videoio import FrameSource, VideoWriter, ensure_writable_folder, open_frames
+
+MODES = ("tfc", "segformer", "reuse")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`auto` -> CUDA when available, else CPU; a named device that is absent is an error."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TfcsegError(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TfcsegError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise TfcsegError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def parse_time(value: str | float | int | None, option: str = "--start") -> float | None:
+    """Seconds from `12.5`, `1:02.5` or `0:01:02.5`; None stays None."""
+    if value is None or isinstance(value, (int, float)):
+        return None if value is None else float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d*)?|\.\d+", text):
+        return float(text)
+    m = re.fullmatch(r"(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d*)?)", text)
+    if not m:
+        raise TfcsegError(f"{option} {value}: not a time (use seconds like 12.5, or [HH:]MM:SS[.ss])")
+    return int(m[1] or 0) * 3600 + int(m[2]) * 60 + float(m[3])
+
+
+def default_output(source: FrameSource) -> Path:
+    """`<input stem>_tfcseg.mp4` beside the input (beside the frames' folder for images)."""
+    info = source.info
+    where = info.path.parent if info.kind == "video" else (info.folder or info.path).resolve().parent
+    return where / f"{info.name}_tfcseg.mp4"
+
+
+def _mask_png(labels: np.ndarray, num_classes: int) -> bytes:
+    """VSPW encoding: class id + 1, 8-bit while it fits (<= 254 classes, 255 is void)."""
+    dtype = np.uint8 if num_classes <= 254 else np.uint16
+    ok, buf = cv2.imencode(".png", labels.astype(dtype) + dtype(1))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("   ? frames/s" if speed is None else f"{speed:5.1f} frames/s", style="cyan")
+
+
+def _progress(enabled: bool, console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TaskProgressColumn(), _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), console=console or Console(stderr=True), disable=not enabled,
+    )
+
+
+def segment_video(
+    input: str | Path,
+    output: str | Path | None = None,
+    model: str | Path | TFCSegFormer | None = None,
+    mode: str = "tfc",
+    keyframe_interval: int = 4,
+    opacity: float = 0.5,
+    masks_dir: str | Path | None = None,
+    side_by_side: bool = False,
+    legend: bool = True,
+    start: float | str | None = None,
+    end: float | str | None = None,
+    stride: int = 1,
+    device: str | torch.device = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    *,
+    fps: float | None = None,
+    short_side: int | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Segment `input` (a video file, a folder of frames or a glob) into an overlay video.
+
+    `model`: a registry name, a Hub id, a local checkpoint, a loaded `TFCSegFormer`, or None
+    for the model shipped in `weights/`. `start`/`end`: seconds (or `[HH:]MM:SS`); `stride`:
+    keep every N-th frame (the output's frame rate is divided by N so its duration is kept).
+    `fps`: frame rate of an image sequence (default 30). `short_side`: inference size
+    (default: the model's). Returns the summary (also what `--json` writes); `warnings`
+    lists lost frames and the like. User mistakes raise `TfcsegError`; the output appears
+    under its final name only when complete.
+    """
+    if mode not in MODES:
+        raise TfcsegError(f"--mode {mode}: choose one of {', '.join(MODES)}")
+    if keyframe_interval < 1:
+        raise TfcsegError(f"--keyframe-interval must be 1 or more, not {keyframe_interval}")
+    if not 0.0 <= opacity <= 1.0:
+        raise TfcsegError(f"--opacity must be between 0 and 1, not {opacity}")
+    start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
+
+    # Everything that can fail on the user's input fails here, before the model loads.
+    source = open_frames(input, start=start_s, end=end_s, stride=stride, fps=fps)
+    info = source.info
+    out_path = Path(output).expanduser() if output is not None else default_output(source)
+    if info.kind == "video" and out_path.resolve() == info.path.resolve():
+        raise TfcsegError(f"{out_path}: the output would replace the input")
+    renderer_size = (2 * info.width if side_by_side else info.width, info.height)
+    writer = VideoWriter(out_path, *renderer_size, source.fps, overwrite=overwrite)
+    mask_folder = None
+    if masks_dir is not None:
+        mask_folder = Path(masks_dir).expanduser() / info.name
+        if mask_folder.is_dir() and any(mask_folder.glob("*.png")) and not overwrite:
+            raise TfcsegError(f"{mask_folder}: holds masks already (use --overwrite to replace them)")
+        ensure_writable_folder(mask_folder)
+
+    dev = resolve_device(device)
+    if isinstance(model, TFCSegFormer):
+        net, model_name = model.to(dev).eval(), "(in memory)"
+    else:
+        from .checkpoint import load_model
+
+        net, model_name = load_model(model, device=dev), str(model) if model is not None else "default"
+    from .video import VideoSegmenter
+
+    segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
+                               short_side=short_side)
+    cfg = net.config
+    render = OverlayRenderer(cfg.palette, cfg.class_names, opacity=opacity, legend=legend,
+                             side_by_side=side_by_side)
+
+    pending: collections.deque = collections.deque()  # frames handed to the segmenter, not yet drawn
+
+    def frames():
+        for frame in source:
+            pending.append(frame)
+            yield frame.rgb
+
+    n_frames = n_key = 0
+    shares: list[float] = []  # MSDA share of every non-keyframe
+    t0 = time.perf_counter()
+    try:
+        with _progress(progress, console) as bar:
+            task = bar.add_task(info.name, total=source.expected)
+            for result in segmenter.segment(frames()):
+                frame = pending.popleft()
+                labels = np.asarray(result.labels)
+                writer.write(render(frame.rgb, labels))
+                if mask_folder is not None:
+                    atomic_write_bytes(mask_folder / f"{frame.name}.png", _mask_png(labels, cfg.num_classes))
+                n_frames += 1
+                if result.is_keyframe:
+                    n_key += 1
+                else:
+                    shares.append(float(result.msda_share))
+                bar.advance(task)
+            if source.expected is not None and n_frames != source.expected:
+                bar.update(task, total=n_frames)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        source.close()
+    seconds = time.perf_counter() - t0
+
+    out_w, out_h = writer.output_size
+    return {
+        "input": str(info.path),
+        "output": str(out_path),
+        "masks_dir": str(mask_folder) if mask_folder is not None else None,
+        "frames": n_frames,
+        "keyframes": n_key,
+        "mean_msda_share": float(np.mean(shares)) if shares else None,
+        "fps": n_frames / seconds if seconds > 0 else None,
+        "seconds": seconds,
+        "lost_frames": source.lost,
+        "frame_rate": _rate_text(source.fps),
+        "source_frame_rate": _rate_text(info.fps),
+        "width": info.width,
+        "height": info.height,
+        "output_width": out_w,
+        "output_height": out_h,
+        "mode": mode,
+        "keyframe_interval": segmenter.keyframe_interval,
+        "model": model_name,
+        "device": str(dev),
+        "warnings": list(source.warnings),
+    }
+
+
+def _rate_text(rate: Fraction) -> str:
+    return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
