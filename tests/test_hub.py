@@ -7,9 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import huggingface_hub
 import pytest
@@ -201,7 +203,8 @@ def test_transformers_repo_is_converted_once_and_reused(hf_cache, tmp_path, monk
         assert torch.equal(first.image_logits(x), second.image_logits(x))
     assert first.config.tfc_trained is False and first.config.class_names[149] == "label149"
     err = capsys.readouterr().err
-    assert err.count("without trained TFC modules") == 1 and "MSDA off" in err
+    assert err.count("converted segformer-b0-ade to tfcseg format (once)") == 1
+    assert err.count("NVIDIA Source Code License for SegFormer") == 1  # said once, not per load
 
 
 def test_stale_conversion_is_redone(hf_cache, tmp_path, monkeypatch):
@@ -319,7 +322,8 @@ def test_environment_variables_are_respected(tmp_path):
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["3", str(tmp_path / "tc" / "converted" / "models--acme--segformer-tiny" / COMMIT_A)]
-    assert "without trained TFC modules" in res.stderr
+    assert "converted acme/segformer-tiny to tfcseg format" in res.stderr
+    assert "NVIDIA" not in res.stderr  # not NVIDIA's weights: no licence notice
 
 
 # ---- export and publishing ------------------------------------------------------------------
@@ -411,6 +415,145 @@ def test_rich_progress_bar_rows():
     b.update(3)
     b.close()
     assert bar_cls._live is None
+    # bars huggingface_hub leaves open end with the download (finish), and stay quiet after
+    c = bar_cls(total=2, desc="left open", disable=False)
+    assert bar_cls._live is not None
+    bar_cls.finish()
+    assert bar_cls._live is None
+    d = bar_cls(total=1, desc="next download", disable=False)
+    c.update(2)
+    c.close()  # a row of the finished display: must not end the new one
+    assert bar_cls._live is not None and [t.description for t in bar_cls._live.tasks] == ["next download"]
+    d.close()
+    assert bar_cls._live is None
     quiet = bar_cls(total=5)  # stderr is not a terminal under pytest: tqdm's rule, no bar
     assert quiet.disable
     quiet.close()
+
+
+# ---- a stand-in Hub on 127.0.0.1 ------------------------------------------------------------
+
+
+class FakeHub:
+    """The few Hub endpoints `snapshot_download` uses, serving repos from memory:
+    repo info by revision, the file tree of a commit, and file HEAD/GET by commit."""
+
+    def __init__(self, repos: dict[str, dict[str, Any]]):
+        # repos: repo_id -> {"refs": {name: commit}, "files": {commit: {name: bytes}}}
+        import http.server
+        import threading
+
+        self.repos, self.requests = repos, []
+        hub_ = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body=b"", headers=None, head=False):
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def _route(self, head):
+                from urllib.parse import urlparse
+
+                path = urlparse(self.path).path
+                hub_.requests.append((self.command, path))
+                m = re.match(r"^/api/models/([^/]+/[^/]+)/(revision|tree)/(.+)$", path)
+                if m:
+                    repo = hub_.repos.get(m[1])
+                    if repo is None:
+                        return self._send(404, b'{"error": "Repository not found"}',
+                                          {"X-Error-Code": "RepoNotFound"})
+                    commit = repo["refs"].get(m[3], m[3] if m[3] in repo["files"] else None)
+                    if commit is None:
+                        return self._send(404, b'{"error": "Invalid rev id"}',
+                                          {"X-Error-Code": "RevisionNotFound"})
+                    files = repo["files"][commit]
+                    if m[2] == "revision":
+                        body = {"id": m[1], "sha": commit,
+                                "siblings": [{"rfilename": n} for n in files]}
+                    else:
+                        body = [{"type": "file", "path": n, "size": len(d),
+                                 "oid": hashlib.sha1(d).hexdigest()} for n, d in files.items()]
+                    return self._send(200, json.dumps(body).encode(),
+                                      {"Content-Type": "application/json"})
+                m = re.match(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
+                if m and m[1] in hub_.repos and m[3] in hub_.repos[m[1]]["files"].get(m[2], {}):
+                    data = hub_.repos[m[1]]["files"][m[2]][m[3]]
+                    return self._send(200, data, {"X-Repo-Commit": m[2],
+                                                  "ETag": f'"{hashlib.sha256(data).hexdigest()}"'},
+                                      head=head)
+                return self._send(404, b"{}", {"X-Error-Code": "EntryNotFound"})
+
+            def do_GET(self):
+                self._route(head=False)
+
+            def do_HEAD(self):
+                self._route(head=True)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_download_from_a_local_hub_then_offline(hf_cache, tmp_path, monkeypatch):
+    """The online path end to end in a fresh process (HF_ENDPOINT = a local server): the
+    download, the conversion, the Hub's not-found answers; then the same cache offline."""
+    hf = tiny_hf_folder(tmp_path / "hf", num_labels=3)
+    files = {n: p.read_bytes() for n, p in files_of(tmp_path / "hf").items()}
+    torch.save(load_file(str(tmp_path / "hf" / "model.safetensors")), tmp_path / "pytorch_model.bin")
+    bin_only = {"config.json": files["config.json"],
+                "pytorch_model.bin": (tmp_path / "pytorch_model.bin").read_bytes()}
+    fake = FakeHub({
+        "acme/segformer-tiny": {"refs": {"main": COMMIT_B}, "files": {COMMIT_B: {
+            **files, "pytorch_model.bin": b"never fetched", "tf_model.h5": b"never fetched"}}},
+        "acme/bin-only": {"refs": {"main": COMMIT_A}, "files": {COMMIT_A: bin_only}},
+    })
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TFCSEG_"))}
+    env.update(HF_ENDPOINT=fake.url, HF_HOME=str(tmp_path / "hf"), HF_HUB_DISABLE_TELEMETRY="1",
+               TFCSEG_CACHE=str(tmp_path / "tfcseg-cache"), PYTHONPATH=str(Path(__file__).parent.parent))
+    code = (
+        "import json, tfcseg\n"
+        "out = {'classes': tfcseg.load_model('acme/segformer-tiny').config.num_classes,\n"
+        "       'bin': tfcseg.load_model('acme/bin-only').config.num_classes}\n"
+        "for src in ('acme/missing', 'acme/segformer-tiny@nope'):\n"
+        "    try:\n"
+        "        tfcseg.load_model(src)\n"
+        "    except tfcseg.TfcsegError as exc:\n"
+        "        out[src] = str(exc)\n"
+        "print(json.dumps(out))\n"
+    )
+    try:
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=120)
+    finally:
+        fake.close()
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["classes"] == out["bin"] == 3
+    assert out["acme/missing"].startswith("acme/missing: no Hub model repo acme/missing")
+    assert "revision 'nope' does not exist in the Hub repo acme/segformer-tiny" in out["acme/segformer-tiny@nope"]
+    fetched = {p.split("/resolve/")[0] + ":" + p.rsplit("/", 1)[-1] for m, p in fake.requests
+               if "/resolve/" in p and m == "GET"}
+    # only what a checkpoint needs; safetensors preferred, the .bin when it is all there is
+    assert fetched == {"/acme/segformer-tiny:config.json", "/acme/segformer-tiny:model.safetensors",
+                       "/acme/bin-only:config.json", "/acme/bin-only:pytorch_model.bin"}
+
+    # The same caches, now offline in this process: no download, no second conversion.
+    snap = hf_cache / "models--acme--segformer-tiny" / "snapshots" / COMMIT_B
+    assert (snap / "model.safetensors").is_file()
+    monkeypatch.setattr(tfcseg.checkpoint, "convert_checkpoint", lambda *a: pytest.fail("converted again"))
+    model = load_model("acme/segformer-tiny")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.image_logits(x), hf(pixel_values=x).logits, atol=1e-5)

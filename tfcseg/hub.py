@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TfcsegError
-from .registry import NVIDIA_LICENCE, NVIDIA_LICENCE_NOTE, ModelEntry, get_model_entry, list_models
+from .registry import NVIDIA_LICENCE, NVIDIA_LICENCE_NOTE, NVIDIA_LICENCE_URL, ModelEntry, get_model_entry, list_models
 
 # One wording of `--model` for every command that takes it.
 MODEL_HELP = (
@@ -178,10 +178,11 @@ def _snapshot(repo_id: str, revision: str | None, patterns: list[str], label: st
     def caught(name: str, exc: BaseException) -> bool:
         return name in err and isinstance(exc, err[name])
 
+    bars = rich_tqdm_class()
     try:
         return Path(snapshot_download(
             repo_id, revision=revision, allow_patterns=patterns, local_files_only=local_only,
-            tqdm_class=rich_tqdm_class(), library_name="tfcseg", library_version=__version__,
+            tqdm_class=bars, library_name="tfcseg", library_version=__version__,
         ))
     except Exception as exc:  # noqa: BLE001 - each known kind is translated below
         fix = "or pass a local checkpoint folder or file with --model"
@@ -222,6 +223,8 @@ def _snapshot(repo_id: str, revision: str | None, patterns: list[str], label: st
         else:
             raise
         raise TfcsegError(f"{label}: {msg}") from None
+    finally:
+        bars.finish()  # huggingface_hub leaves some of its bars open
 
 
 def download_snapshot(repo_id: str, revision: str | None = None, *, label: str | None = None,
@@ -260,7 +263,7 @@ def download_model(repo_id: str, revision: str | None = None, *, label: str | No
     kind = _checkpoint_kind(snapshot / CONFIG_FILE, label)
     if kind == "tfcseg":
         return snapshot
-    _notice_foreign(label, repo_id)
+    _notice_licence(label, repo_id)
     return _converted(repo_id, snapshot, label)
 
 
@@ -373,7 +376,8 @@ def _converted(repo_id: str, snapshot: Path, label: str) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{commit}.", suffix=".tmp", dir=dest.parent))
     try:
-        with Console(stderr=True).status(f"converting {label} ({repo_id}@{commit[:10]}) to tfcseg format"):
+        what = label if label.partition("@")[0] == repo_id else f"{label} ({repo_id})"
+        with Console(stderr=True).status(f"converting {what} to tfcseg format"):
             convert_checkpoint(snapshot, tmp)
         atomic_write_text(tmp / SOURCE_FILE, json.dumps({
             "repo_id": repo_id, "commit": commit, "format": "transformers",
@@ -388,27 +392,30 @@ def _converted(repo_id: str, snapshot: Path, label: str) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    Console(stderr=True).print(f"converted {label} to tfcseg format (once): {dest}", highlight=False,
+                               soft_wrap=True)
     return dest
 
 
-# ---- one-time notice for checkpoints without trained TFC modules ---------------------------
+# ---- one-time licence notice -----------------------------------------------------------------
+# (That official SegFormer checkpoints have no trained TFC modules, and so run with MSDA off,
+# is said by the runtime in tfc.py when a non-keyframe first needs it.)
 
 _noticed: set[str] = set()
 
 
-def _notice_foreign(label: str, repo_id: str) -> None:
-    """Say once per process that an official SegFormer checkpoint has no trained TFC modules."""
-    if repo_id in _noticed:
+def _notice_licence(label: str, repo_id: str) -> None:
+    """Say once per process that NVIDIA's SegFormer weights carry NVIDIA's own licence."""
+    entry = get_model_entry(label.partition("@")[0])
+    nvidia = (entry.licence == NVIDIA_LICENCE) if entry is not None else repo_id.startswith("nvidia/")
+    if not nvidia or repo_id in _noticed:
         return
     _noticed.add(repo_id)
     from rich.console import Console
 
-    entry = get_model_entry(label.partition("@")[0])
-    licence = f" Licence: {NVIDIA_LICENCE_NOTE}." if entry is not None and entry.licence == NVIDIA_LICENCE else ""
     Console(stderr=True).print(
-        f"[yellow]note:[/] {label}: a SegFormer checkpoint without trained TFC modules: "
-        f"non-keyframes use similarity + interpolation only (MSDA off).{licence}",
-        highlight=False, soft_wrap=True,
+        f"[yellow]note:[/] {label}: NVIDIA's SegFormer weights, under the {NVIDIA_LICENCE_NOTE} "
+        f"({NVIDIA_LICENCE_URL})", highlight=False, soft_wrap=True,
     )
 
 
@@ -438,7 +445,8 @@ def rich_tqdm_class() -> type:
         """Rows of a shared rich Progress on stderr; tqdm itself draws nothing (gui mode)."""
 
         _live: Progress | None = None
-        _rows = 0
+        _rows = 0  # open rows of _live
+        _generation = 0  # counts displays; a row belongs to the one it was opened in
         _guard = threading.Lock()
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -456,11 +464,13 @@ def rich_tqdm_class() -> type:
                     )
                     cls._live.start()
                 cls._rows += 1
+                self._generation = cls._generation
                 self._task = cls._live.add_task(self.desc or "", total=self.total or None,
                                                 completed=self.n, unit=self.unit)
 
         def display(self, *args: Any, **kwargs: Any) -> None:
-            live, task = type(self)._live, getattr(self, "_task", None)
+            cls, task = type(self), getattr(self, "_task", None)
+            live = cls._live if getattr(self, "_generation", None) == cls._generation else None
             if live is not None and task is not None:
                 live.update(task, completed=self.n, total=self.total or None,
                             description=self.desc or "")
@@ -477,10 +487,23 @@ def rich_tqdm_class() -> type:
             self._task = None
             cls = type(self)
             with cls._guard:
+                if self._generation != cls._generation:
+                    return  # its display was already finished by finish()
                 cls._rows -= 1
-                if cls._rows == 0 and cls._live is not None:
-                    cls._live.stop()
-                    cls._live = None
+                if cls._rows == 0:
+                    cls._stop()
+
+        @classmethod
+        def finish(cls) -> None:
+            """End the display; bars huggingface_hub leaves open stop drawing."""
+            with cls._guard:
+                cls._stop()
+
+        @classmethod
+        def _stop(cls) -> None:
+            if cls._live is not None:
+                cls._live.stop()
+            cls._live, cls._rows, cls._generation = None, 0, cls._generation + 1
 
     return RichTqdm
 
