@@ -11,10 +11,12 @@ from .errors import CheckpointError, TfcsegError  # noqa: E402
 from .evaluate import evaluate_model, score_predictions  # noqa: E402
 from .model import TFCSegFormer  # noqa: E402
 from .video import FrameResult, VideoSegmenter  # noqa: E402
+from .segment import segment_video  # noqa: E402
 
 __all__ = [
     "__version__", "load_model", "save_checkpoint", "convert_checkpoint", "ModelConfig",
     "TFCOptions", "VARIANTS", "TFCSegFormer", "TfcsegError", "CheckpointError",
     "VideoSegmenter", "FrameResult",
     "VSPWDataset", "ClipDataset", "make_synthetic_vspw", "evaluate_model", "score_predictions",
+    "segment_video",
 ]
