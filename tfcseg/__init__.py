@@ -14,6 +14,7 @@ from .model import TFCSegFormer  # noqa: E402
 from .video import FrameResult, VideoSegmenter  # noqa: E402
 from .registry import ModelEntry, list_models, register_model  # noqa: E402
 from .segment import segment_video  # noqa: E402
+from .train import TrainConfig, Trainer  # noqa: E402  (tfcseg.train.train(cfg) runs one)
 
 __all__ = [
     "__version__", "load_model", "save_checkpoint", "convert_checkpoint", "ModelConfig",
@@ -23,4 +24,5 @@ __all__ = [
     "resolve_model_source", "list_models", "register_model", "ModelEntry", "export_checkpoint",
     "push_to_hub", "MODEL_HELP",
     "segment_video",
+    "TrainConfig", "Trainer",
 ]

@@ -1,0 +1,151 @@
+"""`tfcseg train`: TFC training on one process, or many under `torchrun`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import TfcsegError
+from ..io_utils import atomic_write_text
+from . import app
+
+
+def _ints(text: str | None, name: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise TfcsegError(f"--{name}: expected comma-separated integers, not {text!r}") from None
+    if len(values) != 4:
+        raise TfcsegError(f"--{name}: expected 4 values (one per encoder stage), not {text!r}")
+    return values
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise TfcsegError(f"--base-size: expected HxW (e.g. 480x853), not {text!r}") from None
+    return h, w
+
+
+def _model_json(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    path = Path(text).expanduser()
+    source = str(path) if path.is_file() else "--model-config"
+    try:
+        data = json.loads(path.read_text() if path.is_file() else text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TfcsegError(f"{source}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TfcsegError(f"{source}: expected a JSON object of ModelConfig fields")
+    return data
+
+
+@app.command()
+def train(
+    data_root: Path = typer.Option(..., "--data-root", help="A VSPW-layout dataset (train.txt, val.txt, data/)."),
+    out: Path = typer.Option(Path("runs/tfc"), "-o", "--out", help="Output folder (last/, best/, metrics.jsonl)."),
+    preset: str = typer.Option("paper", "--preset", help="Starting settings: paper (VSPW, the paper's "
+                               "recipe) or cpu (small data on a CPU). Options below override them."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="b0..b5 (default: the --init checkpoint's, else b0)."),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from this SegFormer/tfcseg checkpoint "
+                                       "(folder, file or Hub id); TFC's modules start fresh. Default: from scratch."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="Total iterations [paper: 160000]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process [1]."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Square crop size [480]."),
+    base_size: Optional[str] = typer.Option(None, "--base-size", help="HxW that the random rescale "
+                                            "(0.5-2.0) scales [480x853]."),
+    keyframe_interval: Optional[int] = typer.Option(None, "--keyframe-interval", "--clip-len",
+                                                    help="Frames per clip: keyframe + interval-1 non-keyframes [4]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Encoder learning rate; decoder and TFC at 10x [6e-5]."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warmup iterations [1500]."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay [0.01]."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this [off]."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: bf16, fp16 or off [off]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers per process [auto]."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda [auto]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [0]."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N iterations [2000]."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Log averages every N iterations [20]."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate on --eval-split every N "
+                                             "iterations and at the end, keeping best/ (0 = never) [0]."),
+    eval_split: Optional[str] = typer.Option(None, "--eval-split", help="Split for --eval-every [val]."),
+    eval_short_side: Optional[int] = typer.Option(None, "--eval-short-side", help="Evaluation frame short side [480]."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop cleanly after this many "
+                                                "minutes, saving a checkpoint (continue with --resume)."),
+    stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Stop cleanly after this iteration "
+                                          "(the schedule still spans --iters)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly where it stopped."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again, replacing a run in --out."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Use deterministic algorithms only."),
+    depths: Optional[str] = typer.Option(None, "--depths", help="Override blocks per stage, e.g. 1,1,1,1."),
+    hidden_sizes: Optional[str] = typer.Option(None, "--hidden-sizes", help="Override stage widths, e.g. 8,16,24,32."),
+    num_heads: Optional[str] = typer.Option(None, "--num-heads", help="Override heads per stage, e.g. 1,2,2,4."),
+    decoder_dim: Optional[int] = typer.Option(None, "--decoder-dim", help="Override the decoder width."),
+    model_config: Optional[str] = typer.Option(None, "--model-config", help="JSON (a file or inline) of "
+                                               "ModelConfig fields to override, e.g. '{\"tfc\": {\"msda_threshold\": 0.5}}'."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary to this JSON file."),
+) -> None:
+    """Train TFC (SegFormer + temporal feature correlation) on a VSPW-layout dataset.
+
+    Single process: `tfcseg train --data-root ROOT ...`. Many: `torchrun --nproc_per_node N
+    -m tfcseg train ...` (NCCL on GPUs, gloo on CPUs); only rank 0 writes.
+    """
+    from ..train import PRESETS, TrainConfig, Trainer
+
+    if preset not in PRESETS:
+        raise TfcsegError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if amp is not None and amp not in ("bf16", "fp16", "off"):
+        raise TfcsegError(f"--amp: expected bf16, fp16 or off, not {amp!r}")
+    cfg = TrainConfig(**PRESETS[preset])
+    overrides = _model_json(model_config)
+    for name, text in (("depths", depths), ("hidden_sizes", hidden_sizes), ("num_heads", num_heads)):
+        values = _ints(text, name.replace("_", "-"))
+        if values is not None:
+            overrides[name] = values
+    if decoder_dim is not None:
+        overrides["decoder_dim"] = decoder_dim
+    if variant is None and init is None and {"hidden_sizes", "depths", "decoder_dim"} <= overrides.keys():
+        variant = overrides.pop("variant", "custom")  # a fully specified architecture
+    given = dict(
+        data_root=str(data_root), out=str(out), variant=variant, init=init, iters=iters,
+        batch_size=batch_size, crop=crop, base_size=_size(base_size), keyframe_interval=keyframe_interval,
+        lr=lr, warmup_iters=warmup, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp,
+        workers=workers, device=device, seed=seed, save_every=save_every, log_every=log_every,
+        eval_every=eval_every, eval_split=eval_split, eval_short_side=eval_short_side,
+        max_minutes=max_minutes, stop_at=stop_at,
+    )
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None},
+                              model_overrides=overrides, resume=resume, overwrite=overwrite,
+                              deterministic=deterministic, progress=progress)
+    console = Console(stderr=True)
+    trainer = Trainer(cfg, console=console)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    if not trainer.is_main:
+        return
+    summary = trainer.summary
+    table = Table(title=f"tfcseg train: {cfg.out}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if value is None:
+            continue
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps({"config": cfg.to_dict(), **summary}, indent=2) + "\n")
