@@ -231,6 +231,10 @@ def test_local_path_wins_over_names(hf_cache, tmp_path, monkeypatch):
     (tmp_path / "team").mkdir()
     tiny_checkpoint(tmp_path / "team" / "tfc", seed=4)
     assert resolve_model_source("team/tfc") == Path("team/tfc")
+    with pytest.raises(TfcsegError, match="^team/tfc2: no such checkpoint file or folder$"):
+        resolve_model_source(Path("team/tfc2"))  # a Path is never looked up on the Hub
+    with pytest.raises(TfcsegError, match=r"no local file or folder team/tfc2 exists either\)$"):
+        resolve_model_source("team/tfc2")  # a mistyped path? the error says both
 
 
 # ---- errors ------------------------------------------------------------------------------
@@ -359,6 +363,25 @@ def test_export_writes_a_publishable_folder(tmp_path, capsys):
                  "--metrics", str(tmp_path / "nope.json")]) == 2
     assert "nope.json: no such metrics file" in capsys.readouterr().err
     assert (tmp_path / "pub" / "README.md").is_file()  # the failed export left it alone
+
+
+def test_export_of_a_training_run(tmp_path):
+    """`tfcseg train`'s layout: <run>/best/{config.json, model.safetensors, best.json} and
+    <run>/train_config.json (no command in it): metrics from best.json, the config on the card."""
+    tiny_checkpoint(tmp_path / "run" / "best", seed=7)
+    (tmp_path / "run" / "best" / "best.json").write_text(json.dumps({"iter": 2000, "miou": 0.5,
+                                                                       "mvc8": None}))
+    (tmp_path / "run" / "train_config.json").write_text(json.dumps({"data_root": "data/camvid",
+                                                                    "iters": 4000}))
+    result = hub.export_checkpoint(tmp_path / "run" / "best", tmp_path / "pub")
+    assert result.metrics_from == tmp_path / "run" / "best" / "best.json"
+    assert result.train_command is None and result.train_config
+    card = (tmp_path / "pub" / "README.md").read_text()
+    assert "| mIoU | 50.0% |" in card and "| training iteration | 2000 |" in card
+    assert "mVC8" not in card  # null metrics are left out
+    assert '"data_root": "data/camvid"' in card and "exact command was not recorded" in card
+    assert sorted(os.listdir(tmp_path / "pub")) == ["README.md", "config.json", "metrics.json",
+                                                    "model.safetensors"]
 
 
 class FakeApi:

@@ -92,13 +92,18 @@ def resolve_model_source(source: str | Path | None) -> Path:
     path = Path(text).expanduser()
     if path.exists():
         return path
+    if isinstance(source, Path):  # a Path object is never a name or a repo id
+        raise TfcsegError(f"{text}: no such checkpoint file or folder")
     name, _, revision = text.partition("@")
     entry = get_model_entry(name)
     if entry is not None:
         return model_entry_path(entry, revision or None)
     ref = parse_hub_id(text)
     if ref is not None:
-        return download_model(ref.repo_id, ref.revision, label=text)
+        try:
+            return download_model(ref.repo_id, ref.revision, label=text)
+        except TfcsegError as exc:  # maybe a mistyped local path: say it is not one either
+            raise TfcsegError(f"{exc} (no local file or folder {text} exists either)") from None
     raise TfcsegError(
         f"{text}: no such checkpoint file or folder, and not a registry name or Hub repo id "
         f"(user/repo[@revision]){_suggest(name)}; `tfcseg models` lists the names"
@@ -510,36 +515,39 @@ def rich_tqdm_class() -> type:
 
 # ---- publishing ---------------------------------------------------------------------------
 
-# Files in a checkpoint folder that `export` picks up when no option names them.
-METRICS_FILES = ("metrics.json", "eval.json")
+# Files that `export` picks up when no option names them: in the checkpoint folder (metrics:
+# `tfcseg eval --json`, or `best.json` that `tfcseg train` keeps beside `best/`'s weights), and
+# in the folder or its parent (a training run's `train_config.json` sits above `last/`, `best/`).
+METRICS_FILES = ("metrics.json", "eval.json", "best.json")
 TRAIN_COMMAND_FILES = ("train_command.txt", "command.txt")
-TRAIN_ARGS_FILES = ("train_args.json", "args.json", "train_config.json")
+TRAIN_RECORD_FILES = ("train_args.json", "args.json", "train_config.json")
 
 
-def _found_train_command(folder: Path) -> str | None:
-    """The training command recorded in a checkpoint folder, if any."""
-    for name in TRAIN_COMMAND_FILES:
-        if (folder / name).is_file():
-            text = (folder / name).read_text(errors="replace").strip()
-            if text:
-                return text
-    for name in TRAIN_ARGS_FILES:
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(data, dict):
+def _found_train_record(folder: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """(training command, training configuration) recorded with a checkpoint, if any."""
+    import shlex
+
+    config: dict[str, Any] | None = None
+    for where in (folder, folder.parent):
+        for name in TRAIN_COMMAND_FILES:
+            if (where / name).is_file():
+                text = (where / name).read_text(errors="replace").strip()
+                if text:
+                    return text, config
+        for name in TRAIN_RECORD_FILES:
+            try:
+                data = json.loads((where / name).read_text())
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if not isinstance(data, dict):
+                continue
             command = data.get("command") or data.get("argv")
-            if isinstance(command, list) and all(isinstance(a, str) for a in command):
-                import shlex
-
-                return shlex.join(command)
+            if isinstance(command, list) and command and all(isinstance(a, str) for a in command):
+                return shlex.join(command), data
             if isinstance(command, str) and command.strip():
-                return command.strip()
-    return None
+                return command.strip(), data
+            config = config or data
+    return None, config
 
 
 @dataclass
@@ -550,6 +558,7 @@ class ExportResult:
     files: list[str]
     metrics_from: Path | None
     train_command: str | None
+    train_config: bool  # a training configuration (no command) went on the card
 
 
 def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | None = None,
@@ -580,12 +589,13 @@ def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | Non
     metrics_path = Path(metrics) if metrics is not None else next(
         (folder / n for n in METRICS_FILES if (folder / n).is_file()), None)
     metrics_data = read_metrics(metrics_path) if metrics_path is not None else None
-    train_command = train_command or _found_train_command(folder)
+    found_command, train_config = _found_train_record(folder)
+    train_command = train_command or found_command
 
     card = render_model_card(
         model.config, num_parameters=sum(p.numel() for p in model.parameters()),
         load_as=repo_id or str(out), dataset=dataset, train_command=train_command,
-        metrics=metrics_data, licence=licence,
+        train_config=None if train_command else train_config, metrics=metrics_data, licence=licence,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -602,7 +612,8 @@ def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | Non
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(folder=out, files=sorted(p.name for p in out.iterdir()),
-                        metrics_from=metrics_path, train_command=train_command)
+                        metrics_from=metrics_path, train_command=train_command,
+                        train_config=train_command is None and train_config is not None)
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False,

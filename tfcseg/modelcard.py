@@ -19,7 +19,8 @@ from .config import VARIANTS, ModelConfig
 _PERCENT_KEYS = {"miou": "mIoU", "wiou": "wIoU", "mvc8": "mVC8", "mvc16": "mVC16",
                  "pixel_accuracy": "pixel accuracy", "acc": "accuracy"}
 _PLAIN_KEYS = {"fps": "frames/s", "frames_per_second": "frames/s", "frames": "frames",
-               "videos": "videos", "keyframe_interval": "keyframe interval"}
+               "videos": "videos", "keyframe_interval": "keyframe interval",
+               "iter": "training iteration", "skipped_frames": "skipped frames"}
 
 
 def _is_number(v: Any) -> bool:
@@ -37,8 +38,8 @@ def _fmt(key: str, value: float) -> tuple[str, str]:
     return label, f"{value:.4g}"
 
 
-def _table(rows: list[tuple[str, str]], head: tuple[str, str]) -> list[str]:
-    out = [f"| {head[0]} | {head[1]} |", "|---|---:|"]
+def _table(rows: list[tuple[str, str]], head: tuple[str, str], numbers: bool = True) -> list[str]:
+    out = [f"| {head[0]} | {head[1]} |", "|---|---:|" if numbers else "|---|---|"]
     out += [f"| {_cell(a)} | {_cell(b)} |" for a, b in rows]
     return out
 
@@ -75,9 +76,14 @@ def _variant_line(config: ModelConfig) -> str:
     return f"{name} ({arch})"
 
 
+def _title(config: ModelConfig, dataset: str | None) -> str:
+    name = f"SegFormer-{config.variant.upper()}" if config.variant in VARIANTS else "custom MiT"
+    return f"tfcseg: TFC on {name}" + (f", {dataset}" if dataset else "")
+
+
 def render_model_card(config: ModelConfig, *, num_parameters: int, load_as: str,
                       dataset: str | None = None, train_command: str | None = None,
-                      metrics: dict[str, Any] | None = None, licence: str = "apache-2.0",
+                      train_config: dict[str, Any] | None = None, metrics: dict[str, Any] | None = None, licence: str = "apache-2.0",
                       title: str | None = None) -> str:
     """The README.md text for a tfcseg checkpoint. `load_as` is what users pass to
     `tfcseg.load_model` / `--model` (the Hub repo id, or the folder)."""
@@ -92,7 +98,7 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, load_as: str,
     tfc = ("trained (non-keyframes: similarity, interpolation and sparse MSDA)" if config.tfc_trained
            else "not trained: non-keyframes use similarity + interpolation only (MSDA off)")
     lines = front + [
-        f"# {title or f'tfcseg {config.variant.upper()}' + (f' ({dataset})' if dataset else '')}",
+        f"# {title or _title(config, dataset)}",
         "",
         "Efficient and stable video semantic segmentation: TFC (\"Exploring Temporal Feature "
         "Correlation for Efficient and Stable Video Semantic Segmentation\", AAAI 2024) on "
@@ -108,7 +114,7 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, load_as: str,
             ("classes", str(config.num_classes)),
             ("TFC modules", tfc),
             ("inference size", f"short side {config.inference_short_side} (aspect kept)"),
-        ], ("", "")),
+        ], ("", ""), numbers=False),
         "",
         "## Data",
         "",
@@ -119,6 +125,10 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, load_as: str,
     ]
     if train_command:
         lines += ["```bash", train_command.strip(), "```", ""]
+    elif train_config:
+        lines += ["The exact command was not recorded; the run's configuration "
+                  "(`train_config.json`):", "", "```json", json.dumps(train_config, indent=2),
+                  "```", ""]
     else:
         lines += ["The training command was not recorded.", ""]
     lines += ["## Metrics", ""]

@@ -63,9 +63,11 @@ def export(
     out: Path = typer.Option(..., "-o", "--out", help="The folder to write (config.json, "
                              "model.safetensors, README.md, metrics.json)."),
     metrics: Path = typer.Option(None, "--metrics", help="An evaluation JSON (`tfcseg eval --json`) "
-                                 "for the card; default: metrics.json or eval.json in the checkpoint folder."),
+                                 "for the card; default: metrics.json, eval.json or best.json in "
+                                 "the checkpoint folder."),
     train_command: str = typer.Option(None, "--train-command", help="The training command for the "
-                                      "card; default: train_command.txt or train_args.json in the folder."),
+                                      "card; default: train_command.txt, or `command` in train_args.json / "
+                                      "train_config.json, in the folder or its parent."),
     dataset: str = typer.Option(None, "--dataset", help="Training data named on the card "
                                 "(default: the config's dataset)."),
     licence: str = typer.Option("apache-2.0", "--license", help="Licence id for the card's metadata."),
@@ -86,7 +88,9 @@ def export(
     table.add_row("folder", str(result.folder))
     table.add_row("files", ", ".join(result.files))
     table.add_row("metrics", str(result.metrics_from) if result.metrics_from else "none")
-    table.add_row("training command", result.train_command or "not recorded")
+    table.add_row("training command", result.train_command or (
+        "not recorded (the run's train_config.json is on the card)" if result.train_config
+        else "not recorded"))
     if push_to_hub_repo:
         url = push_to_hub(result.folder, push_to_hub_repo, private=private)
         table.add_row("uploaded", url)
