@@ -161,7 +161,7 @@ def test_hub_id_and_registry_name_load_the_local_weights(hf_cache, tmp_path, mon
     assert calls == []  # nothing converted
 
 
-def test_revision_pin_picks_the_snapshot(hf_cache, tmp_path):
+def test_revision_pin_picks_the_snapshot(hf_cache, tmp_path, monkeypatch):
     old = tiny_checkpoint(tmp_path / "v1", seed=1)
     new = tiny_checkpoint(tmp_path / "v2", seed=2)
     cache_repo(hf_cache, "team/tfc", files_of(tmp_path / "v1"), COMMIT_A, refs=("v1",))
@@ -171,8 +171,13 @@ def test_revision_pin_picks_the_snapshot(hf_cache, tmp_path):
     assert same_weights(load_model("team/tfc@v1"), old.eval())
     assert same_weights(load_model(f"team/tfc@{COMMIT_A}"), old.eval())
     assert not same_weights(old, new)
+    monkeypatch.setitem(registry.REGISTRY, "tfc-team", registry.ModelEntry(
+        "tfc-team", "team/tfc", "tfcseg", "VSPW", 5, "custom", "Apache-2.0"))
+    assert same_weights(load_model("tfc-team@v1"), old.eval())  # a name takes a revision too
     with pytest.raises(TfcsegError, match=r"team/tfc@v9.*not in the Hugging Face cache"):
         load_model("team/tfc@v9")
+    with pytest.raises(TfcsegError, match=r"^tfc-team@v9: team/tfc@v9 is not in the Hugging Face cache"):
+        load_model("tfc-team@v9")
 
 
 def test_transformers_repo_is_converted_once_and_reused(hf_cache, tmp_path, monkeypatch, capsys):
@@ -306,11 +311,15 @@ def test_models_command_shows_what_is_cached(hf_cache, tmp_path, capsys):
     assert rows["segformer-b1-cityscapes"]["cached"] is True
     assert rows["segformer-b1-cityscapes"]["converted"] is False
     assert rows["segformer-b0-cityscapes"]["cached"] is False
-    load_model("segformer-b1-cityscapes")
-    assert main(["models", "--json", "-"]) == 0
+    assert main(["models", "--download", "segformer-b1-cityscapes", "--json", "-"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["segformer-b1-cityscapes"]["converted"] is True
     assert rows["segformer-b1-cityscapes"]["path"].endswith(COMMIT_A)
+    assert main(["models", "--download", "segformer-b0-cityscapes"]) == 2  # offline, not cached
+    err = capsys.readouterr().err
+    assert "nvidia/segformer-b0-finetuned-cityscapes-1024-1024" in err and "HF_HUB_OFFLINE" in err
+    assert main(["models", "--download", "segformer-b9"]) == 2
+    assert "segformer-b9: not a registry name" in capsys.readouterr().err
 
 
 def test_environment_variables_are_respected(tmp_path):

@@ -116,7 +116,8 @@ def model_entry_path(entry: ModelEntry, revision: str | None = None) -> Path:
         if revision:
             raise TfcsegError(f"{entry.name}@{revision}: the shipped model has no revisions")
         return default_model_path()
-    return download_model(entry.source, revision or entry.revision, label=entry.name)
+    label = entry.name + (f"@{revision}" if revision else "")
+    return download_model(entry.source, revision or entry.revision, label=label)
 
 
 def _suggest(name: str) -> str:

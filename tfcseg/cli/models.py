@@ -9,10 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..hub import MODEL_HELP, export_checkpoint, model_status, model_entry_path, push_to_hub
 from ..errors import TfcsegError
+from ..hub import MODEL_HELP, export_checkpoint, model_entry_path, model_status, push_to_hub
 from ..io_utils import atomic_write_text
-from ..registry import NVIDIA_LICENCE, NVIDIA_LICENCE_NOTE, NVIDIA_LICENCE_URL, get_model_entry, list_models
+from ..registry import (NVIDIA_LICENCE, NVIDIA_LICENCE_NOTE, NVIDIA_LICENCE_URL, get_model_entry,
+                        list_models)
 from . import app
 
 
