@@ -1,6 +1,6 @@
 """Multi-scale deformable attention (MSDA, Deformable DETR) as a registered custom op.
 
-The core `ms_deform_attn` is the `torch.library` op `tfcseg::ms_deform_attn` with:
+The core `ms_deform_attn` runs the `torch.library` op `tfcseg::ms_deform_attn`, with:
 - a pure-PyTorch implementation (F.grid_sample, bilinear, zero padding,
   align_corners=False, grid = 2 * loc - 1) that runs on every device;
 - a fake (meta) kernel, so `torch.compile` / `torch.export` trace through it;
@@ -8,8 +8,8 @@ The core `ms_deform_attn` is the `torch.library` op `tfcseg::ms_deform_attn` wit
   `tfcseg::ms_deform_attn_backward` (pure PyTorch: `aten.grid_sampler_2d_backward`).
 
 A faster kernel is added later with `torch.library.register_kernel(
-"tfcseg::ms_deform_attn", "cuda")` (and the same for the backward op) without touching
-callers. Sparse MSDA is not a different op: the caller gathers the selected points'
+"tfcseg::ms_deform_attn", "cuda", fn)` (and the same for the backward op) without
+touching callers. Sparse MSDA is not a different op: the caller gathers the selected points'
 queries, runs the op on them and scatters the result back (`tfc.sparse_msda`); dense MSDA
 is the same with every point selected.
 
@@ -45,12 +45,23 @@ def _level_grid(sampling_locations: torch.Tensor, level: int) -> torch.Tensor:
 
 
 # ---- the op -----------------------------------------------------------------------------
+# Defined with the low-level `torch.library.Library` API: the kernel is a plain function
+# registered as CompositeExplicitAutograd (every device), so the first call does not pay
+# for importing torch._dynamo the way `torch.library.custom_op` kernels do (~2 s).
+# A device-specific kernel registered later for "cuda" takes precedence over it.
+
+_LIB = torch.library.Library("tfcseg", "DEF")  # kept alive: registrations live as long as it
+_LIB.define("ms_deform_attn(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
+            "Tensor sampling_locations, Tensor attention_weights) -> Tensor")
+_LIB.define("ms_deform_attn_backward(Tensor value, Tensor spatial_shapes, "
+            "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights, "
+            "Tensor grad_output) -> (Tensor, Tensor, Tensor)")
 
 
-@torch.library.custom_op("tfcseg::ms_deform_attn", mutates_args=())
-def _ms_deform_attn_op(value: torch.Tensor, spatial_shapes: torch.Tensor,
-                       level_start_index: torch.Tensor, sampling_locations: torch.Tensor,
-                       attention_weights: torch.Tensor) -> torch.Tensor:
+def ms_deform_attn_pytorch(value: torch.Tensor, spatial_shapes: torch.Tensor,
+                           level_start_index: torch.Tensor, sampling_locations: torch.Tensor,
+                           attention_weights: torch.Tensor) -> torch.Tensor:
+    """The op's pure-PyTorch kernel (all tensors of one dtype; see `ms_deform_attn`)."""
     n, _, m, dh = value.shape
     q = sampling_locations.shape[1]
     out = value.new_zeros(n * m, dh, q)
@@ -64,18 +75,12 @@ def _ms_deform_attn_op(value: torch.Tensor, spatial_shapes: torch.Tensor,
     return out.view(n, m * dh, q).transpose(1, 2).contiguous()  # [N, Q, M*Dh]
 
 
-@_ms_deform_attn_op.register_fake
-def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    n, _, m, dh = value.shape
-    return value.new_empty(n, sampling_locations.shape[1], m * dh)
-
-
-@torch.library.custom_op("tfcseg::ms_deform_attn_backward", mutates_args=())
-def _ms_deform_attn_backward_op(
+def ms_deform_attn_backward_pytorch(
         value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
         sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
         grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients w.r.t. (value, sampling_locations, attention_weights)."""
+    """The backward op's pure-PyTorch kernel: gradients w.r.t. (value, sampling_locations,
+    attention_weights), computed directly (no autograd graph)."""
     n, _, m, dh = value.shape
     q = sampling_locations.shape[1]
     # grad_output [N, Q, M*Dh] -> [N*M, Dh, Q, 1]
@@ -101,7 +106,17 @@ def _ms_deform_attn_backward_op(
     return grad_value, grad_loc, grad_attn
 
 
-@_ms_deform_attn_backward_op.register_fake
+_LIB.impl("ms_deform_attn", ms_deform_attn_pytorch, "CompositeExplicitAutograd")
+_LIB.impl("ms_deform_attn_backward", ms_deform_attn_backward_pytorch, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("tfcseg::ms_deform_attn", lib=_LIB)
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    n, _, m, dh = value.shape
+    return value.new_empty(n, sampling_locations.shape[1], m * dh)
+
+
+@torch.library.register_fake("tfcseg::ms_deform_attn_backward", lib=_LIB)
 def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output):
     return (torch.empty_like(value), torch.empty_like(sampling_locations),
             torch.empty_like(attention_weights))
@@ -114,11 +129,12 @@ def _setup_context(ctx, inputs, output) -> None:
 def _backward(ctx, grad_output):
     value, shapes, starts, loc, attn = ctx.saved_tensors
     gv, gl, ga = torch.ops.tfcseg.ms_deform_attn_backward(
-        value, shapes, starts, loc, attn, grad_output.contiguous())
+        value, shapes, starts, loc, attn, grad_output.contiguous().to(value.dtype))  # autocast: may differ
     return gv, None, None, gl, ga
 
 
-torch.library.register_autograd("tfcseg::ms_deform_attn", _backward, setup_context=_setup_context)
+torch.library.register_autograd("tfcseg::ms_deform_attn", _backward,
+                                setup_context=_setup_context, lib=_LIB)
 
 
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor,
