@@ -17,17 +17,19 @@ NAMES = ["red", "green", "blue", "yellow", "navy"]
 
 
 def _reference_blend(f: np.ndarray, colour, a: float) -> np.ndarray:
-    """(1 - a) * f + a * c in exact rational arithmetic, rounded half up."""
-    q = Fraction(str(a))
+    """(1 - a) * f + a * c in exact rational arithmetic, rounded half up, with the opacity
+    taken to 1/256 as documented."""
+    q = Fraction(round(a * 256), 256)
     return np.array([math.floor((1 - q) * int(fv) + q * int(cv) + Fraction(1, 2))
                      for fv, cv in zip(f, colour)], dtype=np.uint8)
 
 
 @pytest.mark.parametrize("opacity", [0.0, 0.5, 0.3, 0.75, 1.0])
-def test_blend_is_palette_blend_at_every_pixel(opacity):
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_blend_is_palette_blend_at_every_pixel(opacity, dtype):
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)
-    labels = rng.integers(0, len(PALETTE), (23, 31))
+    labels = rng.integers(0, len(PALETTE), (23, 31)).astype(dtype)
     out = blend(frame, labels, PALETTE, opacity)
     for y, x in [(0, 0), (5, 7), (22, 30), (11, 19), (17, 3)]:
         expected = _reference_blend(frame[y, x], PALETTE[labels[y, x]], opacity)
@@ -38,9 +40,17 @@ def test_blend_is_palette_blend_at_every_pixel(opacity):
 
 
 def test_colorize_uses_palette():
-    labels = np.array([[0, 1], [4, 2]])
-    np.testing.assert_array_equal(colorize(labels, PALETTE)[1, 0], PALETTE[4])
-    np.testing.assert_array_equal(colorize(labels, PALETTE)[1, 1], PALETTE[2])
+    for labels in (np.array([[0, 1], [4, 2]]), np.array([[0, 1], [4, 2]], np.uint8)):
+        np.testing.assert_array_equal(colorize(labels, PALETTE)[1, 0], PALETTE[4])
+        np.testing.assert_array_equal(colorize(labels, PALETTE)[1, 1], PALETTE[2])
+        np.testing.assert_array_equal(colorize(labels, PALETTE)[0, 1], PALETTE[1])
+
+
+def test_blend_rounds_ties_half_up():
+    # 0.5 * 10 + 0.5 * 11 = 10.5 -> 11; 0.5 * 0 + 0.5 * 1 = 0.5 -> 1 (half to even would give 10, 0).
+    frame = np.array([[[10, 0, 255]]], np.uint8)
+    out = blend(frame, np.zeros((1, 1), np.uint8), [[11, 1, 254]], 0.5)
+    np.testing.assert_array_equal(out[0, 0], [11, 1, 255])
 
 
 def test_boundary_mask_marks_one_side_of_each_edge():

@@ -148,7 +148,7 @@ def test_folder_of_png_frames_with_python_api(tmp_path, ckpt):
     for i, f in enumerate(noise_frames(5, 40, 30, seed=2)):
         cv2.imwrite(str(folder / f"{i * 3:08d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     summary = segment_video(folder, model=load_model(ckpt), masks_dir=tmp_path / "preds",
-                            fps=15, keyframe_interval=2, progress=False)
+                            fps="15", keyframe_interval=2, progress=False)
     out_path = tmp_path / "clip01" / "clip01_tfcseg.mp4"
     assert summary["output"] == str(out_path) and summary["frames"] == 5
     assert summary["keyframes"] == 3 and summary["frame_rate"] == "15"
@@ -286,3 +286,27 @@ def test_masks_are_scored_by_eval(tmp_path, ckpt):
     result = score_predictions(root, tmp_path / "preds", split="val", progress=False)
     assert result["frames"] == 3 and result["skipped_frames"] == 0
     assert 0.0 <= result["miou"] <= 1.0
+
+
+def test_drawing_thread_reraises_and_stops():
+    from tfcseg.segment import _DrawingThread
+
+    drawn = []
+
+    def draw(frame, labels):
+        if frame == 3:
+            raise OSError("disk full")
+        drawn.append(frame)
+
+    sink = _DrawingThread(draw, maxsize=2)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(50):
+            sink.put(i, None)
+        sink.finish()
+    assert drawn == [0, 1, 2]
+    sink.abort()
+    ok = _DrawingThread(lambda f, l: drawn.append(f))
+    for i in range(10, 13):
+        ok.put(i, None)
+    ok.finish()
+    assert drawn[-3:] == [10, 11, 12]

@@ -15,7 +15,7 @@ import pytest
 
 from tfcseg.errors import TfcsegError
 from tfcseg.videoio import (Selection, VideoWriter, ffmpeg_exe, open_frames, pad_to_even,
-                            probe_video)
+                            parse_rate, probe_video)
 
 NTSC = Fraction(30000, 1001)
 
@@ -218,3 +218,12 @@ def test_writer_failures_leave_nothing_under_the_final_name(tmp_path):
             writer.write(np.zeros((24, 31, 3), np.uint8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "out.mp4"]
     assert out.read_bytes() == b"old"
+
+
+def test_parse_rate_keeps_ntsc_exact():
+    assert parse_rate("29.97") == NTSC and parse_rate(23.976) == Fraction(24000, 1001)
+    assert parse_rate("30000/1001") == NTSC and parse_rate("12.5") == Fraction(25, 2)
+    assert parse_rate(25) == 25
+    for bad in ("abc", "0", "-3", "1/0", "inf"):
+        with pytest.raises(TfcsegError, match="--fps"):
+            parse_rate(bad)

@@ -18,7 +18,9 @@ folder gives `<video>`).
 from __future__ import annotations
 
 import collections
+import queue
 import re
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -36,7 +38,7 @@ from .errors import TfcsegError
 from .io_utils import atomic_write_bytes
 from .model import TFCSegFormer
 from .overlay import OverlayRenderer
-from .videoio import FrameSource, VideoWriter, ensure_writable_folder, open_frames
+from .videoio import Frame, FrameSource, VideoWriter, ensure_writable_folder, open_frames
 
 MODES = ("tfc", "segformer", "reuse")
 
@@ -86,6 +88,65 @@ def _mask_png(labels: np.ndarray, num_classes: int) -> bytes:
     return buf.tobytes()
 
 
+class _DrawingThread:
+    """Draws and encodes frames in a background thread, up to `maxsize` frames behind the
+    model, so drawing and the encoder's pipe overlap with inference (NumPy, OpenCV and pipe
+    writes release the GIL). An exception in the thread is re-raised by `put`/`finish`."""
+
+    def __init__(self, draw, maxsize: int = 4) -> None:
+        self._draw = draw
+        self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tfcseg-draw", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._stop.is_set():
+                return
+            try:
+                self._draw(*item)
+            except BaseException as exc:
+                self._error = exc
+                return
+
+    def _put(self, item) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def put(self, frame: Frame, labels: np.ndarray) -> None:
+        self._put((frame, labels))
+
+    def finish(self) -> None:
+        """Wait until every queued frame is drawn."""
+        self._put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Drop the queued frames and stop the thread (after the frame it is drawing)."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(timeout=10)
+
+
 class _RateColumn(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
@@ -117,7 +178,7 @@ def segment_video(
     overwrite: bool = False,
     progress: bool = True,
     *,
-    fps: float | None = None,
+    fps: float | str | Fraction | None = None,
     short_side: int | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
@@ -179,29 +240,34 @@ def segment_video(
     n_frames = n_key = 0
     shares: list[float] = []  # MSDA share of every non-keyframe
     t0 = time.perf_counter()
-    try:
-        with _progress(progress, console) as bar:
-            task = bar.add_task(info.name, total=source.expected)
+    with _progress(progress, console) as bar:
+        task = bar.add_task(info.name, total=source.expected)
+
+        def draw(frame: Frame, labels: np.ndarray) -> None:  # runs in the drawing thread
+            writer.write(render(frame.rgb, labels))
+            if mask_folder is not None:
+                atomic_write_bytes(mask_folder / f"{frame.name}.png", _mask_png(labels, cfg.num_classes))
+            bar.advance(task)
+
+        sink = _DrawingThread(draw)
+        try:
             for result in segmenter.segment(frames()):
-                frame = pending.popleft()
-                labels = np.asarray(result.labels)
-                writer.write(render(frame.rgb, labels))
-                if mask_folder is not None:
-                    atomic_write_bytes(mask_folder / f"{frame.name}.png", _mask_png(labels, cfg.num_classes))
+                sink.put(pending.popleft(), np.asarray(result.labels))
                 n_frames += 1
                 if result.is_keyframe:
                     n_key += 1
                 else:
                     shares.append(float(result.msda_share))
-                bar.advance(task)
-            if source.expected is not None and n_frames != source.expected:
-                bar.update(task, total=n_frames)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        source.close()
+            sink.finish()  # the last frames drawn; re-raises what failed in the thread
+            writer.close()
+        except BaseException:
+            sink.abort()
+            writer.abort()
+            raise
+        finally:
+            source.close()
+        if source.expected is not None and n_frames != source.expected:
+            bar.update(task, total=n_frames)
     seconds = time.perf_counter() - t0
 
     out_w, out_h = writer.output_size

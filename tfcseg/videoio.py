@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -107,6 +107,23 @@ def _float_rate(rate: float) -> Fraction:
     if abs(Fraction(ntsc * 1000, 1001) - Fraction(rate)) < 0.006 and abs(ntsc - rate) > 0.006:
         return Fraction(ntsc * 1000, 1001)
     return Fraction(rate).limit_denominator(1000)
+
+
+def parse_rate(value: Fraction | float | int | str) -> Fraction:
+    """A frame rate as a Fraction: `15`, `30000/1001`, or a decimal (29.97 and 23.976 are
+    read as the NTSC rates 30000/1001 and 24000/1001)."""
+    try:
+        if isinstance(value, Fraction):
+            rate = value
+        elif isinstance(value, str) and "/" in value:
+            rate = Fraction(value.strip())
+        else:
+            rate = _float_rate(float(value))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise TfcsegError(f"--fps {value}: not a frame rate (use e.g. 15, 29.97 or 30000/1001)") from None
+    if rate <= 0:
+        raise TfcsegError(f"--fps must be positive, not {value}")
+    return rate
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -472,7 +489,7 @@ def is_glob(text: str) -> bool:
 
 
 def open_frames(source: str | Path, start: float | None = None, end: float | None = None,
-                stride: int = 1, fps: Fraction | float | None = None,
+                stride: int = 1, fps: Fraction | float | str | None = None,
                 queue_size: int = 8) -> FrameSource:
     """Open a video file, a folder of images or a glob of images as a `FrameSource`.
 
@@ -488,9 +505,7 @@ def open_frames(source: str | Path, start: float | None = None, end: float | Non
         src: FrameSource = VideoFileSource(info, sel, queue_size)
     elif path.is_dir() or (is_glob(text) and not path.exists()):
         files, folder = _image_files(path)
-        rate = Fraction(fps).limit_denominator(1001) if fps else DEFAULT_IMAGE_FPS
-        if rate <= 0:
-            raise TfcsegError(f"--fps must be positive, not {fps}")
+        rate = parse_rate(fps) if fps is not None else DEFAULT_IMAGE_FPS
         first = next((img for f in files if (img := read_image_rgb(f)) is not None), None)
         if first is None:
             raise TfcsegError(f"{path}: none of the {len(files)} image files can be read")

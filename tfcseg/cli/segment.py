@@ -42,8 +42,9 @@ def segment(
     stride: int = typer.Option(1, "--stride", help="Keep every N-th frame (the output frame "
                                "rate is divided by N, so the duration is kept)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a folder/glob of "
-                                        "frames (default 30); a video file keeps its own."),
+    fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate of a folder/glob of "
+                                      "frames: 15, 29.97 or 30000/1001 (default 30); a video "
+                                      "file keeps its own."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also save the summary as JSON."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output video "
                                    "(and masks)."),
