@@ -351,3 +351,36 @@ def test_periodic_evaluation_keeps_the_best_and_time_budget_stops(data_root, tmp
     t.run()
     assert t.summary["stopped"] == "time budget reached" and t.summary["iterations"] == 1
     assert torch.load(tmp_path / "budget" / "last" / STATE_NAME, weights_only=True)["iteration"] == 1
+
+
+def test_bf16_autocast_on_cpu(data_root, tmp_path):
+    t = Trainer(tiny_train(data_root, tmp_path / "run", iters=2, amp="bf16"))
+    t.run()
+    assert t.summary["iterations"] == 2 and math.isfinite(t.summary["loss"])
+    from tfcseg import load_model
+
+    model = load_model(tmp_path / "run" / "last")  # weights stay float32
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_init_from_an_encoder_only_transformers_folder(data_root, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+
+    hf_cfg = transformers.SegformerConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
+                                          num_attention_heads=[1, 2, 2, 4], decoder_hidden_size=32,
+                                          num_labels=3)
+    torch.manual_seed(2)
+    transformers.SegformerForImageClassification(hf_cfg).save_pretrained(tmp_path / "mit")
+    hf = load_file(str(tmp_path / "mit" / "model.safetensors"))
+    cfg = tiny_train(data_root, tmp_path / "run", init=str(tmp_path / "mit"), variant=None,
+                     model_overrides={"tfc": {"msda_heads": 2}})
+    t = Trainer(cfg)
+    sd = t.model.state_dict()
+    assert torch.equal(sd["encoder.stages.0.patch_embed.proj.weight"],
+                       hf["segformer.encoder.patch_embeddings.0.proj.weight"])
+    assert torch.equal(sd["encoder.stages.3.blocks.0.attn.q.weight"],
+                       hf["segformer.encoder.block.3.0.attention.self.query.weight"])
+    assert t.model.config.num_classes == 4 and t.model.config.tfc.msda_heads == 2
+    t.run()  # and it trains
+    assert t.summary["iterations"] == 6

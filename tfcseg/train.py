@@ -37,6 +37,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -115,6 +116,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    command: str | None = None  # the command line, recorded in train_config.json (model cards)
 
     def validate(self) -> None:
         def bad(msg: str) -> TfcsegError:
@@ -506,6 +508,9 @@ class Trainer:
             if self.device.type == "cuda" and cfg.sync_bn:
                 step = nn.SyncBatchNorm.convert_sync_batchnorm(step)
                 self.model = step.model
+            # A depthwise conv's weight gradient comes with other strides than DDP's bucket
+            # view: a harmless copy, warned about at every backward otherwise.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             # find_unused_parameters: sparse MSDA may select no point in a step.
             step = nn.parallel.DistributedDataParallel(
                 step, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -548,7 +553,7 @@ class Trainer:
             raise TfcsegError(f"{path}: not a tfcseg training state")
         old = json.loads(state["train_config"])
         ignore = {"resume", "overwrite", "progress", "workers", "max_minutes", "stop_at", "out", "data_root",
-                  "eval_every", "save_every", "log_every"}
+                  "eval_every", "save_every", "log_every", "command"}
         changed = sorted(k for k, v in self.cfg.to_dict().items()
                          if k not in ignore and json.dumps(old.get(k)) != json.dumps(v))
         if changed:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -127,7 +130,11 @@ def train(
         eval_every=eval_every, eval_split=eval_split, eval_short_side=eval_short_side,
         max_minutes=max_minutes, stop_at=stop_at,
     )
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None},
+    argv, world = sys.argv[1:], int(os.environ.get("WORLD_SIZE", "1"))
+    launcher = (f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', world)} -m tfcseg "
+                if world > 1 else "tfcseg ")
+    command = launcher + shlex.join(argv) if argv[:1] == ["train"] else None
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None}, command=command,
                               model_overrides=overrides, resume=resume, overwrite=overwrite,
                               deterministic=deterministic, progress=progress)
     console = Console(stderr=True)
