@@ -154,6 +154,8 @@ def test_bad_input_is_named():
         list(VideoSegmenter(_model(), short_side=0).segment([good[..., 0]]))
     with pytest.raises(ValueError, match="mode"):
         VideoSegmenter(_model(), mode="fast")
+    with pytest.raises(ValueError, match="frame 0: 24x40 at inference is smaller than the 29"):
+        list(VideoSegmenter(_model(), short_side=24).segment([good]))
 
 
 def test_runs_outside_inference_mode_between_frames():

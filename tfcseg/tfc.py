@@ -225,7 +225,9 @@ def keyframe(model, pixels: torch.Tensor) -> tuple[torch.Tensor, KeyframeState]:
 def non_keyframe(model, pixels: torch.Tensor, state: KeyframeState,
                  options: TFCOptions | None = None) -> tuple[torch.Tensor, NonKeyframeInfo]:
     """TFC on a non-keyframe against `state` (its keyframe's): logits [B, K, h4, w4] and
-    `NonKeyframeInfo`. `options` default to `model.config.tfc`. Eval mode only."""
+    `NonKeyframeInfo`. `options` default to `model.config.tfc` (the MSDA module's heads,
+    points and levels are fixed when the model is built; here only similarity_level,
+    interpolation, fixed_weight, msda and msda_threshold apply). Eval mode only."""
     _require_eval(model)
     options = options or model.config.tfc
     options.validate()

@@ -68,6 +68,20 @@ def check_frame(frame: np.ndarray, index: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+def smallest_input(config) -> int:
+    """The smallest input side the encoder accepts: each stage's map must be at least as
+    large as its attention reduction (`sr_ratios`). 29 for the published MiT variants."""
+    side = 1
+    while True:
+        h, ok = side, True
+        for patch, stride, sr in zip(config.patch_sizes, config.strides, config.sr_ratios):
+            h = (h + 2 * (patch // 2) - patch) // stride + 1
+            ok = ok and h >= sr
+        if ok:
+            return side
+        side += 1
+
+
 def resize_labels_nearest(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Nearest-neighbour resize of a label map [h, w] to `size`, pixel-centre aligned
     (output pixel i takes source pixel floor((i + 0.5) * h / H))."""
@@ -119,6 +133,7 @@ class VideoSegmenter:
             options = replace(options, interpolation="none", msda=False)
         options.validate()
         self.options = options
+        self._min_side = smallest_input(model.config)
         self.reset()
 
     def reset(self) -> None:
@@ -141,6 +156,10 @@ class VideoSegmenter:
         frame = check_frame(frame, self._index)
         height, width = frame.shape[:2]
         size = inference_size(height, width, self.short_side)
+        if min(size) < self._min_side:
+            raise ValueError(f"frame {self._index}: {size[0]}x{size[1]} at inference is smaller than "
+                             f"the {self._min_side} pixels a side the encoder needs; use a "
+                             "larger short_side")
         pixels = preprocess(frame, size, self.device, self.dtype)
         is_key = (self._state is None or self._since_key >= self.keyframe_interval
                   or tuple(self._state.size) != size)
