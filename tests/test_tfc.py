@@ -241,3 +241,13 @@ def test_checkpoint_keeps_msda(tmp_path):
         a = model.non_keyframe(moved, model.keyframe(key)[1])[0]
         b = loaded.non_keyframe(moved, loaded.keyframe(key)[1])[0]
     assert torch.equal(a, b)
+
+
+def test_training_with_no_selected_point_gives_zero_msda_gradients():
+    model = _model(msda_threshold=-2.0).train()  # w >= -1 > threshold: nothing selected
+    key, moved = _frames()
+    out = model.clip_forward(torch.stack([key[0], moved[0]])[None])
+    assert out.msda_share == 0.0
+    out.logits.sum().backward()
+    for name, p in model.msda.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name

@@ -102,8 +102,10 @@ def sparse_msda(msda: MSDeformAttn, z: torch.Tensor, select: torch.Tensor, value
     sel = select.reshape(b, h * w)
     counts = sel.sum(1)  # [B]
     q = int(counts.max()) if b else 0
-    if q == 0:
+    if q == 0 and not (torch.is_grad_enabled() and any(p.requires_grad for p in msda.parameters())):
         return z
+    # (in training an empty selection still runs, on zero queries, so that MSDA's
+    # parameters get zero gradients rather than none: DDP needs no find_unused_parameters)
     flat = z.flatten(2).transpose(1, 2)  # [B, h*w, D]
     # a permutation per row with the selected points first (stable: row-major order)
     order = torch.argsort((~sel).to(torch.uint8), dim=1, stable=True)[:, :q]  # [B, q]
