@@ -384,3 +384,21 @@ def test_init_from_an_encoder_only_transformers_folder(data_root, tmp_path):
     assert t.model.config.num_classes == 4 and t.model.config.tfc.msda_heads == 2
     t.run()  # and it trains
     assert t.summary["iterations"] == 6
+
+
+def test_checkpoint_swap_survives_a_crash_between_renames(tmp_path):
+    from tfcseg.train import _recover, _swap_in
+
+    last = tmp_path / "last"
+    for name, text in (("last", "old"), (".last.tmp", "new")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_text(text)
+    _swap_in(tmp_path / ".last.tmp", last)
+    assert (last / "model.safetensors").read_text() == "new" and not (tmp_path / ".last.tmp").exists()
+    # a crash after `last -> .last.old` and before `.last.tmp -> last`: the old one comes back
+    (tmp_path / ".last.tmp").mkdir()
+    (tmp_path / ".last.tmp" / "model.safetensors").write_text("half")
+    last.rename(tmp_path / ".last.old")
+    _recover(last)
+    assert (last / "model.safetensors").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]

@@ -410,14 +410,23 @@ class Trainer:
         has_last = (last / STATE_NAME).is_file()
         if cfg.resume and not has_last:
             raise TfcsegError(f"{last}: nothing to resume (no {STATE_NAME}); start without --resume")
-        if has_last and not cfg.resume and not cfg.overwrite:
+        has_run = has_last or (self.out / "best" / "model.safetensors").is_file()
+        if has_run and not cfg.resume and not cfg.overwrite:
             raise TfcsegError(f"{self.out}: a training run exists already; use --resume to "
                               "continue it or --overwrite to start again")
         self._resuming = cfg.resume
-        if self.is_main and not cfg.resume and self.out.exists() and cfg.overwrite:
+        if self.is_main and not cfg.resume and self.out.exists():
+            # A fresh start: nothing of an earlier run (replaced with --overwrite, or one that
+            # never reached its first checkpoint) may mix with this one.
             for name in ("last", "best"):
-                if (self.out / name).exists():
-                    shutil.rmtree(self.out / name)
+                folder = self.out / name
+                if not folder.exists():
+                    continue
+                ours = {"config.json", "model.safetensors", STATE_NAME, "best.json"}
+                if not folder.is_dir() or not {p.name for p in folder.iterdir()} <= ours:
+                    raise TfcsegError(f"{folder}: exists and is not a tfcseg checkpoint folder; "
+                                      "choose another --out")
+                shutil.rmtree(folder)
             (self.out / METRICS_NAME).unlink(missing_ok=True)
         self._barrier()
 
@@ -563,11 +572,18 @@ class Trainer:
         sched = state["scheduler"]
         sched["lr_lambdas"] = [None] * len(self.optimizer.param_groups)  # the factor comes from the current config
         self.scheduler.load_state_dict(sched)
-        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
-            group["lr"] = lr
-        # A changed schedule (e.g. more --iters) takes effect from the next step on.
-        self.scheduler.base_lrs = [self.cfg.lr * (self.cfg.head_lr_mult if g["name"].startswith("head") else 1.0)
+        # The lr, weight decay and betas follow the current config (the same values when it
+        # is unchanged; a longer --iters, say, re-plans the rest of the schedule).
+        cfg, factor = self.cfg, self.scheduler.lr_lambdas[0]
+        self.scheduler.base_lrs = [cfg.lr * (cfg.head_lr_mult if g["name"].startswith("head") else 1.0)
                                    for g in self.optimizer.param_groups]
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["initial_lr"] = base
+            group["lr"] = base * factor(self.scheduler.last_epoch)  # as LambdaLR computes it
+            group["betas"] = tuple(cfg.betas)
+            if not group["name"].endswith("_no_decay"):
+                group["weight_decay"] = cfg.weight_decay
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.epoch, self.position = state["iteration"], state["epoch"], state["position"]
         self.best_miou = state["best_miou"]
@@ -766,7 +782,10 @@ class Trainer:
         last_record: dict[str, Any] = {}
         stopped = None
         latest_eval: dict[str, Any] | None = None  # the latest evaluation
-        progress = self._progress() if (cfg.progress and self.is_main) else None
+        # A live bar on a terminal; one line per log window when the output is a file.
+        show = cfg.progress and self.is_main
+        progress = self._progress() if show and self.console.is_terminal else None
+        plain = show and progress is None
         task = None
         if progress is not None:
             progress.start()
@@ -783,6 +802,13 @@ class Trainer:
                     if it % cfg.log_every == 0 or it == end:
                         last_record = self._log_window(window, window_n, time.monotonic() - window_t)
                         window, window_n, window_t = {}, 0, time.monotonic()
+                        if plain:
+                            rate = (it - start_iter) / max(time.monotonic() - t0, 1e-9)
+                            eta = (cfg.iters - it) / rate if rate > 0 else float("inf")
+                            self._say(f"iter {it}/{cfg.iters} loss {last_record['loss']:.4f} "
+                                      f"seg {last_record['seg']:.4f} bce {last_record['bce']:.4f} "
+                                      f"lr {last_record['lr']:.3e} {last_record['it_s']:.3f} it/s "
+                                      f"eta {timedelta(seconds=round(eta)) if math.isfinite(eta) else '?'}")
                         if progress is not None:
                             progress.update(task, stats=(f"loss {last_record['loss']:.3f} seg {last_record['seg']:.3f} "
                                                          f"bce {last_record['bce']:.3f} lr {last_record['lr']:.2e}"),
