@@ -520,10 +520,13 @@ class Trainer:
             # A depthwise conv's weight gradient comes with other strides than DDP's bucket
             # view: a harmless copy, warned about at every backward otherwise.
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-            # find_unused_parameters: sparse MSDA may select no point in a step.
+            # Sparse MSDA runs (on zero queries if need be) in every training step, so every
+            # parameter gets a gradient; only MSDA switched off, or clips without
+            # non-keyframes, leave MSDA's parameters unused.
+            unused = not self.model.config.tfc.msda or cfg.keyframe_interval < 2
             step = nn.parallel.DistributedDataParallel(
                 step, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True)
+                find_unused_parameters=unused)
         self.step_module = step
 
     def _build_optim(self) -> None:
