@@ -25,7 +25,7 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Subcommand modules, in the order `--help` lists them.
-COMMANDS = ["convert", "models", "segment", "eval", "train"]
+COMMANDS = ["segment", "eval", "train", "benchmark", "models", "convert"]
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,49 @@
+"""`tfcseg benchmark` end to end on a tiny model (numbers are checked for sense, not speed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tfcseg import TFCSegFormer, save_checkpoint
+from tfcseg.benchmark import count_macs
+from tfcseg.cli import main
+
+from conftest import tiny_config
+
+
+def test_count_macs_of_a_linear():
+    lin = torch.nn.Linear(16, 8, bias=False)
+    assert count_macs(lambda: lin(torch.randn(5, 16))) == 5 * 16 * 8
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_benchmark_command_json(tmp_path, precision):
+    pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = TFCSegFormer(tiny_config(tfc_trained=True))
+    save_checkpoint(model, tmp_path / "ck")
+    out = tmp_path / "bench.json"
+    code = main(["benchmark", "--model", str(tmp_path / "ck"), "--size", "64x96", "--frames", "3",
+                 "--repeats", "1", "--keyframe-interval", "2", "--compare-hf", "--precision", precision,
+                 "--json", str(out)])
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert set(r["modes"]) == {"segformer", "reuse", "tfc"}
+    assert all(m["fps"] > 0 for m in r["modes"].values())
+    assert r["macs"]["keyframe"] > r["macs"]["encoder_stages_3_4"] > 0
+    assert r["params"]["total"] == sum(p.numel() for p in model.parameters())
+    assert [row["share"] for row in r["msda_sweep"]] == [0.1, 0.2, 0.4, 1.0]
+    # same weights, same input: tfcseg's fp32 SegFormer labels are transformers' labels
+    assert r["transformers"]["segformer_label_agreement"] > 0.999
+    if precision == "bf16":
+        assert all(0.5 < m["label_agreement_vs_fp32"] <= 1 for m in r["modes"].values())
+
+
+def test_benchmark_bad_options(capsys):
+    assert main(["benchmark", "--variant", "b9"]) == 2
+    assert main(["benchmark", "--variant", "b0", "--size", "big"]) == 2
+    err = capsys.readouterr().err
+    assert "b9" in err and "HxW" in err

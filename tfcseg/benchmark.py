@@ -1,0 +1,297 @@
+"""`tfcseg benchmark`: speed, parameters, MACs and memory, keyframe vs non-keyframe.
+
+All speed numbers are measured in one process against references run in the same process
+(a large matmul for the machine's MAC rate, `transformers`' SegFormer with `--compare-hf`),
+so that ratios mean something on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass
+class Timing:
+    """Latency over repeats, in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    repeats: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median_ms": self.median_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms,
+                "repeats": self.repeats}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], Any], device: torch.device, repeats: int = 5, warmup: int = 2) -> Timing:
+    """Median and spread of `fn()`'s wall time after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append((time.perf_counter() - start) * 1000)
+    q = np.percentile(times, [10, 90])
+    return Timing(statistics.median(times), float(q[0]), float(q[1]), repeats)
+
+
+def count_macs(fn: Callable[[], Any]) -> int:
+    """Multiply-accumulates of one call of `fn` (torch.utils.flop_counter: FLOPs / 2)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops() // 2)
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+                repeats: int = 5) -> float:
+    """Multiply-accumulates per second of a large square matmul: the machine's practical peak."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    t = time_fn(lambda: a @ b, device, repeats=repeats, warmup=2)
+    return n ** 3 / (t.median_ms / 1000)
+
+
+def peak_memory_reset(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak allocated GPU memory since the last reset, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except ImportError:  # pragma: no cover - non-POSIX
+        return None
+
+
+def hf_reference(model, device: torch.device):
+    """`transformers`' SegFormer with exactly `model`'s weights (for --compare-hf)."""
+    import transformers
+
+    from .checkpoint import export_hf_state_dict
+
+    cfg = model.config
+    hf_cfg = transformers.SegformerConfig(
+        num_labels=cfg.num_classes, hidden_sizes=cfg.hidden_sizes, depths=cfg.depths,
+        num_attention_heads=cfg.num_heads, sr_ratios=cfg.sr_ratios, patch_sizes=cfg.patch_sizes,
+        strides=cfg.strides, mlp_ratios=[cfg.mlp_ratio] * 4, decoder_hidden_size=cfg.decoder_dim,
+    )
+    # Written as a Hub-layout folder and read back with from_pretrained, which maps the stored
+    # key names onto whatever module names this transformers version uses in memory.
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_cfg.save_pretrained(tmp)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in export_hf_state_dict(model.state_dict()).items()}
+        save_file(tensors, f"{tmp}/model.safetensors", metadata={"format": "pt"})
+        hf = transformers.SegformerForSemanticSegmentation.from_pretrained(tmp)
+    return hf.to(device).eval()
+
+
+def hf_labels(hf, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The usual `transformers` inference: logits, bilinear upsampling to `size`, argmax."""
+    logits = hf(pixel_values=pixels).logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1)
+
+
+# ---- the benchmark ----------------------------------------------------------------------------
+
+MODES = ("segformer", "reuse", "tfc")
+MSDA_SHARES = (0.1, 0.2, 0.4, 1.0)
+
+
+@dataclass
+class BenchmarkSettings:
+    size: tuple[int, int] = (480, 853)  # inference size (h, w); frames are made at this size
+    frames: int = 16  # frames of the synthetic clip timed per mode
+    keyframe_interval: int = 8
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    repeats: int = 3  # timed repeats of each measurement (median reported)
+    compare_hf: bool = False  # time transformers' SegFormer on the same weights and input
+    msda_sweep: bool = True
+    seed: int = 0
+
+
+def synthetic_clip(size: tuple[int, int], frames: int, seed: int = 0) -> list[np.ndarray]:
+    """A smooth moving scene (textured shapes over a drifting background), RGB uint8 frames."""
+    from .data.synthetic import _render_video
+    from .palette import default_palette
+
+    rng = np.random.default_rng(seed)
+    return [img for img, _ in _render_video(rng, 0, frames, 8, size, default_palette(8))]
+
+
+def _params(module: torch.nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def _clip_fps(model, frames, mode: str, settings: BenchmarkSettings) -> tuple[float, list[np.ndarray], float]:
+    """Frames/s of a whole clip through `VideoSegmenter` (preprocessing, model, labels at the
+    frame size), median over repeats; also the labels and the mean MSDA share."""
+    from .video import VideoSegmenter
+
+    seg = VideoSegmenter(model, keyframe_interval=settings.keyframe_interval, mode=mode,
+                         short_side=0, precision=settings.precision)
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        seg.reset()
+        results = list(seg.segment(frames))
+        out["labels"] = [r.labels for r in results]
+        out["share"] = float(np.mean([r.msda_share for r in results if not r.is_keyframe] or [0.0]))
+
+    t = time_fn(run, model.device, repeats=settings.repeats, warmup=1)
+    return len(frames) / (t.median_ms / 1000), out["labels"], out["share"]
+
+
+def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure `model` (a TFCSegFormer, eval mode, on its device); returns a JSON-able dict."""
+    from .tfc import level_values, sparse_msda
+    from .msda import level_layout
+    from .video import PRECISIONS, preprocess
+
+    say = progress or (lambda _msg: None)
+    device = model.device
+    model.eval()
+    cfg = model.config
+    amp = PRECISIONS[settings.precision]
+    autocast = lambda: torch.autocast(device.type, dtype=amp, enabled=amp is not None)  # noqa: E731
+    frames = synthetic_clip(settings.size, max(settings.frames, 2), settings.seed)
+    px0, px1 = (preprocess(f, None, device) for f in frames[:2])
+    result: dict[str, Any] = {
+        "variant": cfg.variant, "num_classes": cfg.num_classes, "size": list(settings.size),
+        "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
+        "precision": settings.precision, "keyframe_interval": settings.keyframe_interval,
+        "frames": len(frames), "tfc_trained": cfg.tfc_trained,
+        "params": {"total": _params(model), "encoder": _params(model.encoder),
+                   "encoder_stages_1_2": _params(model.encoder.stages[:2]),
+                   "decoder": _params(model.decoder), "msda": _params(getattr(model, "msda", None))},
+    }
+
+    with torch.inference_mode():
+        say("counting MACs")
+        _, state = model.keyframe(px0)
+        options = cfg.tfc
+        result["macs"] = {
+            "keyframe": count_macs(lambda: model.keyframe(px0)),
+            "non_keyframe": count_macs(lambda: model.non_keyframe(px1, state, options)),
+            "encoder_stages_3_4": count_macs(lambda: model.encoder(state.x2, stages=4, start=2)),
+        }
+        say("timing keyframe and non-keyframe latency")
+        with autocast():
+            key_t = time_fn(lambda: model.keyframe(px0), device, settings.repeats)
+            _, state = model.keyframe(px0)
+            lat: dict[str, Any] = {"keyframe": key_t.as_dict()}
+            for mode in ("tfc", "reuse"):
+                opts = cfg.tfc if mode == "tfc" else replace(cfg.tfc, interpolation="none", msda=False)
+                lat[f"non_keyframe_{mode}"] = time_fn(
+                    lambda: model.non_keyframe(px1, state, opts), device, settings.repeats).as_dict()
+            lat["encoder_stages_3_4"] = time_fn(
+                lambda: model.encoder(state.x2, stages=4, start=2), device, settings.repeats).as_dict()
+        result["latency"] = lat
+
+        peak_memory_reset(device)
+        modes: dict[str, Any] = {}
+        labels: dict[str, list[np.ndarray]] = {}
+        for mode in MODES:
+            say(f"clip of {len(frames)} frames, mode {mode}")
+            fps, labels[mode], share = _clip_fps(model, frames, mode, settings)
+            modes[mode] = {"fps": fps, "msda_share": share}
+        result["modes"] = modes
+        result["peak_memory_mb"] = peak_memory_mb(device)
+
+        fp32_labels = dict(labels)  # replaced below when running in reduced precision
+        if settings.precision != "fp32":
+            say("fp32 reference labels")
+            ref = replace(settings, precision="fp32", repeats=1)
+            for mode in MODES:
+                _, ref_labels, _ = _clip_fps(model, frames, mode, ref)
+                fp32_labels[mode] = ref_labels
+                modes[mode]["label_agreement_vs_fp32"] = float(np.mean(
+                    [np.mean(a == b) for a, b in zip(ref_labels, labels[mode])]))
+
+        if settings.msda_sweep:
+            say("sparse MSDA sweep")
+            with autocast():  # the same dtypes as a real non-keyframe
+                x1, x2 = model.encoder(px1, stages=2)
+                z = model.decoder.fuse_terms([model.decoder.level_term(1, x1, x1.shape[-2:]),
+                                              model.decoder.level_term(2, x2, x1.shape[-2:]),
+                                              state.term3, state.term4])
+                levels = [x1, x2, state.x3, state.x4][:model.msda.n_levels]
+                value = torch.cat([level_values(model, l + 1, x) for l, x in enumerate(levels)], 1)
+            shapes, starts = level_layout([tuple(x.shape[-2:]) for x in levels], device)
+            gen = torch.Generator().manual_seed(settings.seed)
+            stages34 = lat["encoder_stages_3_4"]["median_ms"]
+            sweep = []
+            for share in MSDA_SHARES:
+                select = (torch.rand(z.shape[0], *z.shape[-2:], generator=gen) < share).to(device)
+                with autocast():
+                    t = time_fn(lambda: sparse_msda(model.msda, z, select, value, shapes, starts,
+                                                    value_projected=True), device, settings.repeats)
+                sweep.append({"share": share, "median_ms": t.median_ms,
+                              "vs_encoder_stages_3_4": t.median_ms / stages34})
+            result["msda_sweep"] = sweep
+
+        say("large matmul (machine's practical MAC rate)")
+        rate = matmul_rate(device, amp or torch.float32)
+        interval = settings.keyframe_interval
+        macs_tfc = (result["macs"]["keyframe"] + (interval - 1) * result["macs"]["non_keyframe"]) / interval
+        result["matmul_macs_per_s"] = rate
+        result["achieved_macs_per_s"] = {
+            "segformer": result["macs"]["keyframe"] * modes["segformer"]["fps"],
+            "tfc": macs_tfc * modes["tfc"]["fps"],
+        }
+        result["share_of_matmul_rate"] = {k: v / rate for k, v in result["achieved_macs_per_s"].items()}
+
+        if settings.compare_hf:
+            say("transformers reference")
+            hf = hf_reference(model, device)
+            pixels = [preprocess(f, None, device) for f in frames]
+
+            def run_hf() -> None:
+                out["hf"] = [hf_labels(hf, p, settings.size)[0].cpu().numpy() for p in pixels]
+
+            out: dict[str, Any] = {}
+            t = time_fn(run_hf, device, repeats=settings.repeats, warmup=1)
+            hf_fps = len(frames) / (t.median_ms / 1000)
+            agree = float(np.mean([np.mean(a == b) for a, b in zip(out["hf"], fp32_labels["segformer"])]))
+            result["transformers"] = {
+                "fps": hf_fps, "precision": "fp32",
+                "speedup": {mode: modes[mode]["fps"] / hf_fps for mode in MODES},
+                "segformer_label_agreement": agree,  # tfcseg fp32 vs transformers fp32
+            }
+    return result
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -1,0 +1,141 @@
+"""`tfcseg benchmark`: speed, parameters, MACs and memory per mode, keyframe vs non-keyframe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import TfcsegError
+from ..hub import MODEL_HELP
+from ..io_utils import atomic_write_text
+from . import app
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise TfcsegError(f"--size {text!r}: expected HxW, e.g. 480x853") from None
+    if h < 32 or w < 32:
+        raise TfcsegError(f"--size {text}: at least 32x32")
+    return h, w
+
+
+def _model(model: Optional[str], variant: Optional[str], num_classes: int, device: torch.device):
+    from .. import load_model
+    from ..config import VARIANTS, ModelConfig
+    from ..model import TFCSegFormer
+
+    if model and variant:
+        raise TfcsegError("give --model or --variant, not both")
+    if variant:
+        if variant.lower() not in VARIANTS:
+            raise TfcsegError(f"--variant {variant}: choose one of {', '.join(VARIANTS)}")
+        torch.manual_seed(0)
+        # random weights; MSDA counted as trained so that its cost is measured
+        cfg = ModelConfig(variant=variant, num_classes=num_classes, tfc_trained=True)
+        return TFCSegFormer(cfg).to(device).eval()
+    return load_model(model, device=device)
+
+
+def _ms(t: dict[str, float]) -> str:
+    return f"{t['median_ms']:.1f}  [{t['p10_ms']:.1f}-{t['p90_ms']:.1f}]"
+
+
+def print_report(r: dict[str, Any], console: Console) -> None:
+    head = (f"{r['variant']} · {r['size'][0]}x{r['size'][1]} · {r['device_name']} ({r['device']}, "
+            f"{r['threads']} threads) · {r['precision']} · keyframe every {r['keyframe_interval']}")
+    modes = Table(title=f"tfcseg benchmark: {head}")
+    for col in ("mode", "frames/s", "vs transformers", "MSDA share", "labels = fp32"):
+        modes.add_column(col, justify="right" if col != "mode" else "left")
+    hf = r.get("transformers")
+    for mode, m in r["modes"].items():
+        modes.add_row(mode, f"{m['fps']:.2f}", f"{hf['speedup'][mode]:.2f}x" if hf else "-",
+                      f"{100 * m['msda_share']:.1f}%" if mode == "tfc" else "-",
+                      f"{100 * m['label_agreement_vs_fp32']:.2f}%" if "label_agreement_vs_fp32" in m else "-")
+    if hf:
+        modes.add_row("transformers", f"{hf['fps']:.2f}", "1.00x", "-", "-")
+    console.print(modes)
+    if hf:
+        console.print(f"SegFormer labels equal to transformers': {100 * hf['segformer_label_agreement']:.3f}% of pixels")
+
+    cost = Table(title="cost per frame")
+    for col in ("", "latency ms (median [p10-p90])", "GMACs"):
+        cost.add_column(col, justify="right" if col else "left")
+    lat, macs = r["latency"], r["macs"]
+    cost.add_row("keyframe", _ms(lat["keyframe"]), f"{macs['keyframe'] / 1e9:.2f}")
+    cost.add_row("non-keyframe (tfc)", _ms(lat["non_keyframe_tfc"]), f"{macs['non_keyframe'] / 1e9:.2f}")
+    cost.add_row("non-keyframe (reuse)", _ms(lat["non_keyframe_reuse"]), "-")
+    cost.add_row("encoder stages 3-4", _ms(lat["encoder_stages_3_4"]), f"{macs['encoder_stages_3_4'] / 1e9:.2f}")
+    console.print(cost)
+
+    p = r["params"]
+    console.print(f"parameters: {p['total'] / 1e6:.2f} M (encoder {p['encoder'] / 1e6:.2f} M, of which "
+                  f"stages 1-2 {p['encoder_stages_1_2'] / 1e6:.2f} M; decoder {p['decoder'] / 1e6:.2f} M; "
+                  f"MSDA {p['msda'] / 1e6:.2f} M) · peak memory {r['peak_memory_mb'] or 0:.0f} MB")
+    rate = r["matmul_macs_per_s"]
+    achieved = ", ".join(f"{k} {v / 1e9:.1f} GMAC/s ({100 * r['share_of_matmul_rate'][k]:.0f}%)"
+                         for k, v in r["achieved_macs_per_s"].items())
+    console.print(f"large matmul: {rate / 1e9:.1f} GMAC/s; achieved: {achieved}")
+    if "msda_sweep" in r:
+        sweep = Table(title="sparse MSDA vs encoder stages 3-4 (the paper's Table 3)")
+        for col in ("points updated", "MSDA ms", "x stages 3-4"):
+            sweep.add_column(col, justify="right")
+        for row in r["msda_sweep"]:
+            sweep.add_row(f"{100 * row['share']:.0f}%", f"{row['median_ms']:.1f}", f"{row['vs_encoder_stages_3_4']:.2f}")
+        console.print(sweep)
+
+
+@app.command()
+def benchmark(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Benchmark randomly initialised "
+                                          "weights of this variant (b0..b5) instead of --model."),
+    num_classes: int = typer.Option(150, "--num-classes", help="Classes of a --variant model."),
+    keyframe_interval: int = typer.Option(8, "--keyframe-interval", "-k", min=1, help="Frames per keyframe."),
+    size: str = typer.Option("480x853", "--size", help="Inference size HxW."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast)."),
+    frames: int = typer.Option(16, "--frames", min=2, help="Frames of the timed clip per mode."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Timed repeats (median reported)."),
+    compare_hf: bool = typer.Option(False, "--compare-hf", help="Also time transformers' SegFormer "
+                                    "on the same weights and input, and print ratios."),
+    msda_sweep: bool = typer.Option(True, "--msda-sweep/--no-msda-sweep", help="Time sparse MSDA at "
+                                    "10/20/40/100% of the points against encoder stages 3-4."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Save every number as JSON."),
+) -> None:
+    """Speed (frames/s per mode, keyframe and non-keyframe latency), parameters, MACs and memory."""
+    from ..benchmark import BenchmarkSettings, run_benchmark
+    from ..segment import resolve_device
+    from ..video import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise TfcsegError(f"--precision {precision}: choose fp32, bf16 or fp16")
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    if precision == "fp16" and dev.type != "cuda":
+        raise TfcsegError("--precision fp16 needs a GPU; use bf16 on a CPU")
+    if compare_hf:
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            raise TfcsegError("--compare-hf needs `transformers` (pip install transformers)") from None
+    net = _model(model, variant, num_classes, dev)
+    settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=keyframe_interval,
+                                 precision=precision, repeats=repeats, compare_hf=compare_hf,
+                                 msda_sweep=msda_sweep)
+    console = Console()
+    with console.status("benchmarking") as status:
+        result = run_benchmark(net, settings, progress=lambda msg: status.update(f"benchmarking: {msg}"))
+    print_report(result, console)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
+        console.print(f"saved {json_out}")
