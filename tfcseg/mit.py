@@ -4,6 +4,12 @@ Stage i (0-based) turns [B, C_{i-1}, H_{i-1}, W_{i-1}] into [B, C_i, H_i, W_i] w
 H_0 = ceil(H/4) and H_i = ceil(H_{i-1}/2) after. `forward(x, stages=2)` runs only the first
 two stages, which is all a TFC non-keyframe needs.
 
+Memory layout: token maps [B, N, C] are NHWC memory, so every conv here (patch embedding,
+the attention's spatial reduction, Mix-FFN's depthwise conv) takes the NCHW *view*
+`tokens.view(B, h, w, C).permute(0, 3, 1, 2)`, which is channels-last: no transposing
+copies between the token and the image form, and oneDNN's channels-last kernels. Stage
+outputs are such channels-last views too.
+
 Module names follow the original MiT (`patch_embed`, `blocks`, `attn.q`, ...); the checkpoint
 converters in `checkpoint.py` map the Hugging Face and NVlabs/mmseg names onto them.
 """
@@ -17,6 +23,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+
+
+def to_image(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[B, h*w, C] tokens -> [B, C, h, w], a channels-last view of the same memory when the
+    tokens are contiguous (otherwise PyTorch copies as needed)."""
+    b, _, c = tokens.shape
+    return tokens.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def to_tokens(image: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> [B, h*w, C]; free for a channels-last image."""
+    b, c = image.shape[:2]
+    return image.permute(0, 2, 3, 1).reshape(b, -1, c)
 
 
 class DropPath(nn.Module):
@@ -43,9 +62,9 @@ class OverlapPatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)  # eps 1e-5 in every known implementation
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        x = self.proj(x)
+        x = self.proj(x.contiguous(memory_format=torch.channels_last))  # [B, D, h, w] channels-last
         h, w = x.shape[-2:]
-        return self.norm(x.flatten(2).transpose(1, 2)), h, w
+        return self.norm(to_tokens(x)), h, w
 
 
 class EfficientSelfAttention(nn.Module):
@@ -67,8 +86,7 @@ class EfficientSelfAttention(nn.Module):
         b, n, c = x.shape  # x: [B, N=h*w, C]
         kv = x
         if self.sr_ratio > 1:
-            kv = self.sr(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
-            kv = self.sr_norm(kv)
+            kv = self.sr_norm(to_tokens(self.sr(to_image(x, h, w))))  # [B, N/sr^2, C]
         dh = c // self.heads
         q = self.q(x).view(b, n, self.heads, dh).transpose(1, 2)  # [B, M, N, dh]
         k = self.k(kv).view(b, -1, self.heads, dh).transpose(1, 2)  # [B, M, N', dh]
@@ -87,9 +105,7 @@ class MixFFN(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        x = self.fc1(x)
-        b, n, c = x.shape
-        x = self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
+        x = to_tokens(self.dwconv(to_image(self.fc1(x), h, w)))
         return self.fc2(F.gelu(x))
 
 
@@ -123,8 +139,7 @@ class Stage(nn.Module):
         x, h, w = self.patch_embed(x)
         for block in self.blocks:
             x = block(x, h, w)
-        x = self.norm(x)
-        return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        return to_image(self.norm(x), h, w)
 
 
 class MixTransformer(nn.Module):
