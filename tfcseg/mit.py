@@ -8,7 +8,8 @@ Memory layout: token maps [B, N, C] are NHWC memory, so every conv here (patch e
 the attention's spatial reduction, Mix-FFN's depthwise conv) takes the NCHW *view*
 `tokens.view(B, h, w, C).permute(0, 3, 1, 2)`, which is channels-last: no transposing
 copies between the token and the image form, and oneDNN's channels-last kernels. Stage
-outputs are such channels-last views too.
+outputs are copied into plain NCHW maps, which the decoder's bilinear resizes and sums
+handle much faster than channels-last ones.
 
 Module names follow the original MiT (`patch_embed`, `blocks`, `attn.q`, ...); the checkpoint
 converters in `checkpoint.py` map the Hugging Face and NVlabs/mmseg names onto them.
@@ -139,7 +140,8 @@ class Stage(nn.Module):
         x, h, w = self.patch_embed(x)
         for block in self.blocks:
             x = block(x, h, w)
-        return to_image(self.norm(x), h, w)
+        # a plain NCHW map for the decoder (a small copy: C_i channels at the stage's size)
+        return to_image(self.norm(x), h, w).contiguous()
 
 
 class MixTransformer(nn.Module):
