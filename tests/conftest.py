@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
 import pytest
 import torch
 
@@ -39,3 +44,20 @@ def _randomise_bn(model: torch.nn.Module) -> None:
 
 
 randomise_bn = _randomise_bn
+
+
+NTSC = Fraction(30000, 1001)
+
+
+def write_video(path: Path, frames, fps=NTSC, pix_fmt: str = "yuv420p", faststart: bool = False,
+                quality: float | None = None) -> Path:
+    """Write RGB frames as an H.264 file with imageio-ffmpeg (no size rounding)."""
+    h, w = frames[0].shape[:2]
+    gen = imageio_ffmpeg.write_frames(
+        str(path), (w, h), fps=fps, macro_block_size=1, pix_fmt_out=pix_fmt, quality=quality,
+        ffmpeg_log_level="error", output_params=["-movflags", "+faststart"] if faststart else None)
+    gen.send(None)
+    for f in frames:
+        gen.send(np.ascontiguousarray(f))
+    gen.close()
+    return path

@@ -11,7 +11,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import NTSC, tiny_config
+from conftest import write_video as _write_video
 
 from tfcseg import TFCSegFormer, load_model, save_checkpoint, segment_video
 from tfcseg.cli import main
@@ -20,7 +21,6 @@ from tfcseg.overlay import OverlayRenderer
 from tfcseg.video import VideoSegmenter
 from tfcseg.videoio import open_frames, probe_video
 
-NTSC = Fraction(30000, 1001)
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +32,15 @@ def ckpt(tmp_path_factory) -> Path:
     return folder
 
 
+def write_video(path: Path, frames, **kw) -> Path:
+    return _write_video(path, frames, quality=9, **kw)
+
+
 def noise_frames(n: int, w: int, h: int, seed: int = 0) -> list[np.ndarray]:
     """Smooth random frames drifting over time (compress well, and differ between frames)."""
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (n + 4, max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
     return [cv2.resize(small[i], (w, h), interpolation=cv2.INTER_CUBIC) for i in range(n)]
-
-
-def write_video(path: Path, frames, fps=NTSC, pix_fmt="yuv420p", faststart=False) -> Path:
-    h, w = frames[0].shape[:2]
-    gen = imageio_ffmpeg.write_frames(
-        str(path), (w, h), fps=fps, macro_block_size=1, pix_fmt_out=pix_fmt, quality=9,
-        ffmpeg_log_level="error", output_params=["-movflags", "+faststart"] if faststart else None)
-    gen.send(None)
-    for f in frames:
-        gen.send(np.ascontiguousarray(f))
-    gen.close()
-    return path
 
 
 def read_back(path: Path) -> tuple[dict, int]:

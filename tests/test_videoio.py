@@ -17,7 +17,7 @@ from tfcseg.errors import TfcsegError
 from tfcseg.videoio import (Selection, VideoWriter, ffmpeg_exe, open_frames, pad_to_even,
                             parse_rate, probe_video)
 
-NTSC = Fraction(30000, 1001)
+from conftest import NTSC, write_video
 
 
 def make_frames(n: int, w: int, h: int) -> list[np.ndarray]:
@@ -30,19 +30,6 @@ def make_frames(n: int, w: int, h: int) -> list[np.ndarray]:
         f[:, : w // 2] = (230, 20, 20)
         out.append(f)
     return out
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps=NTSC, pix_fmt: str = "yuv420p",
-                faststart: bool = False) -> Path:
-    h, w = frames[0].shape[:2]
-    gen = imageio_ffmpeg.write_frames(
-        str(path), (w, h), fps=fps, macro_block_size=1, pix_fmt_out=pix_fmt,
-        ffmpeg_log_level="error", output_params=["-movflags", "+faststart"] if faststart else None)
-    gen.send(None)
-    for f in frames:
-        gen.send(np.ascontiguousarray(f))
-    gen.close()
-    return path
 
 
 def test_probe_and_read_ntsc_video_not_multiple_of_16(tmp_path):
