@@ -87,3 +87,24 @@ def test_every_variant_builds_forward_backward(variant):
     logits.mean().backward()
     assert model.encoder.stages[0].patch_embed.proj.weight.grad is not None
     assert model.decoder.linear_c[0].weight.grad is not None
+
+
+def test_folded_cache_follows_weight_changes(tiny_model):
+    """load_state_dict / optimizer steps change weights in place: the fold must follow."""
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        before = tiny_model.image_logits(x)
+        other = TFCSegFormer(tiny_model.config)
+        randomise_bn(other)
+        tiny_model.load_state_dict(other.state_dict())
+        after = tiny_model.image_logits(x)
+        assert torch.allclose(after, other.eval().image_logits(x), atol=1e-5)
+    assert not torch.allclose(before, after)
+
+
+def test_fold_built_under_autocast_stays_fp32(tiny_model):
+    x = torch.randn(1, 3, 40, 56)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        tiny_model.image_logits(x)
+    with torch.inference_mode():
+        assert tiny_model.image_logits(x).dtype == torch.float32  # no bf16 weights left behind

@@ -40,7 +40,8 @@ class AllMLPDecoder(nn.Module):
         self.batch_norm = nn.BatchNorm2d(d)
         self.dropout = nn.Dropout2d(cfg.classifier_dropout)
         self.classifier = nn.Conv2d(d, cfg.num_classes, 1)
-        self._folded: tuple[torch.Tensor, ...] | None = None  # cache of (A_1..A_4, bias)
+        # cache: (key of the weights it was built from, (A_1..A_4, bias)); see `folded`
+        self._folded: tuple[tuple, tuple[torch.Tensor, ...]] | None = None
 
     # ---- plain parts ------------------------------------------------------------------
     def project(self, level: int, x: torch.Tensor) -> torch.Tensor:
@@ -71,33 +72,34 @@ class AllMLPDecoder(nn.Module):
         return self.fuse_terms(terms)
 
     # ---- folded parts (eval) ------------------------------------------------------------
-    def train(self, mode: bool = True) -> "AllMLPDecoder":
-        self._folded = None  # weights may change while training: refold afterwards
-        return super().train(mode)
-
-    def _apply(self, fn, *args, **kwargs):  # .to() / .half(): refold on the new device/dtype
-        self._folded = None
-        return super()._apply(fn, *args, **kwargs)
+    def _fold_key(self) -> tuple:
+        """Changes whenever a folded weight's inputs change: in-place updates (optimizer
+        steps, load_state_dict) bump a tensor's version; .to() replaces the tensors."""
+        bn = self.batch_norm
+        tensors = [bn.weight, bn.bias, bn.running_mean, bn.running_var, self.linear_fuse.weight]
+        tensors += [p for lin in self.linear_c for p in (lin.weight, lin.bias)]
+        return tuple((id(t), t._version) for t in tensors)
 
     def folded(self) -> tuple[torch.Tensor, ...]:
-        """(A_1, A_2, A_3, A_4, bias): A_l [D, C_l], bias [D] = sum_l c_l + t."""
-        if self._folded is None or self.training:
-            with torch.no_grad():
-                bn = self.batch_norm
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # s
-                shift = bn.bias - bn.running_mean * scale  # t
-                w_fuse = self.linear_fuse.weight[:, :, 0, 0]  # [D, 4D]
-                mats, bias = [], shift.clone()
-                for l, lin in enumerate(self.linear_c):
-                    slot = 3 - l  # concat order is [c4, c3, c2, c1]
-                    w_l = w_fuse[:, slot * self.dim:(slot + 1) * self.dim] * scale[:, None]
-                    mats.append((w_l @ lin.weight).contiguous())
-                    bias = bias + w_l @ lin.bias
-            folded = (*mats, bias)
-            if self.training:
-                return folded
-            self._folded = folded
-        return self._folded
+        """(A_1, A_2, A_3, A_4, bias): A_l [D, C_l], bias [D] = sum_l c_l + t, in the
+        weights' own dtype (built outside autocast), cached until a weight changes."""
+        key = self._fold_key()
+        if self._folded is not None and self._folded[0] == key:
+            return self._folded[1]
+        with torch.no_grad(), torch.autocast(self.linear_fuse.weight.device.type, enabled=False):
+            bn = self.batch_norm
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # s
+            shift = bn.bias - bn.running_mean * scale  # t
+            w_fuse = self.linear_fuse.weight[:, :, 0, 0]  # [D, 4D]
+            mats, bias = [], shift.clone()
+            for l, lin in enumerate(self.linear_c):
+                slot = 3 - l  # concat order is [c4, c3, c2, c1]
+                w_l = w_fuse[:, slot * self.dim:(slot + 1) * self.dim] * scale[:, None]
+                mats.append((w_l @ lin.weight).contiguous())
+                bias = bias + w_l @ lin.bias
+        folded = (*mats, bias)
+        self._folded = (key, folded)
+        return folded
 
     def level_term(self, level: int, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """resize(A_l x^l) to `size`: level l's additive share of z before ReLU (no bias)."""
