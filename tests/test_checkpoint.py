@@ -182,3 +182,19 @@ def test_export_to_hf_layout_round_trips(tmp_path):
     back = export_hf_state_dict(convert_hf_state_dict(stored))
     assert sorted(back) == sorted(stored)
     assert all(torch.equal(back[k], stored[k]) for k in stored)
+
+
+@pytest.mark.parametrize("change,word", [
+    ({"num_heads": [1, 2, 5, 8]}, "divisible"),  # 24 is not divisible by 5 heads
+    ({"depths": [1, 1, 1]}, "depths"),
+    ({"tfc": {"msda_heads": 3}}, "msda_heads"),
+    ({"tfc": {"msda_threshold": 1.5}}, "msda_threshold"),
+])
+def test_invalid_architecture_in_config_is_one_clear_error(tmp_path, change, word):
+    save_checkpoint(TFCSegFormer(tiny_config()), tmp_path / "ck")
+    data = json.loads((tmp_path / "ck" / "config.json").read_text())
+    for key, value in change.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=word):
+        load_model(tmp_path / "ck")

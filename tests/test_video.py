@@ -151,8 +151,10 @@ def test_bad_input_is_named():
         list(VideoSegmenter(_model(), short_side=0).segment([good[..., 0]]))
     with pytest.raises(ValueError, match="mode"):
         VideoSegmenter(_model(), mode="fast")
+    with pytest.raises(ValueError, match="short side 24 is below the 29"):
+        VideoSegmenter(_model(), short_side=24)
     with pytest.raises(ValueError, match="frame 0: 24x40 at inference is smaller than the 29"):
-        list(VideoSegmenter(_model(), short_side=24).segment([good]))
+        list(VideoSegmenter(_model(), short_side=0).segment([np.ascontiguousarray(good[:24, :40])]))
 
 
 def test_runs_outside_inference_mode_between_frames():
@@ -203,3 +205,8 @@ def test_reduced_precision_agrees_with_fp32(precision):
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision"):
         VideoSegmenter(_model(), precision="int4")
+
+
+def test_too_small_short_side_is_refused_up_front():
+    with pytest.raises(ValueError, match="short side 20 is below"):
+        VideoSegmenter(_model(), short_side=20)

@@ -254,13 +254,16 @@ def load_state_dict_strict(model: TFCSegFormer, sd: dict[str, torch.Tensor], sou
 
 
 def save_checkpoint(model: TFCSegFormer, folder: str | Path) -> Path:
-    """Write `config.json` + `model.safetensors` into `folder`, each file atomically."""
+    """Write `config.json` + `model.safetensors` into `folder`.
+
+    Both files are written completely under temporary names first and then renamed into
+    place one right after the other, so a failure while writing leaves any previous
+    checkpoint in `folder` untouched (and never a half-written file)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "tfcseg"})
-    model.config.save(folder / CONFIG_NAME)
+    with atomic_path(folder / WEIGHTS_NAME) as weights_tmp, atomic_path(folder / CONFIG_NAME) as config_tmp:
+        save_file(tensors, str(weights_tmp), metadata={"format": "pt", "producer": "tfcseg"})
+        model.config.save(config_tmp)
     return folder
 
 

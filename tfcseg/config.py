@@ -57,6 +57,12 @@ class TFCOptions:
             raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, not {self.interpolation!r}")
         if not 1 <= self.msda_levels <= 4:
             raise ValueError(f"msda_levels must be 1..4, not {self.msda_levels}")
+        if not 0.0 <= self.fixed_weight <= 1.0:
+            raise ValueError(f"fixed_weight must be in 0..1, not {self.fixed_weight}")
+        if not 0.0 <= self.msda_threshold <= 1.0:
+            raise ValueError(f"msda_threshold must be in 0..1, not {self.msda_threshold}")
+        if self.msda_heads < 1 or self.msda_points < 1:
+            raise ValueError("msda_heads and msda_points must be >= 1")
 
 
 @dataclass
@@ -105,6 +111,7 @@ class ModelConfig:
         if isinstance(self.tfc, dict):
             self.tfc = TFCOptions(**self.tfc)
         self.tfc.validate()
+        self._validate_architecture()
         if not self.class_names:
             self.class_names = [f"class_{i}" for i in range(self.num_classes)]
         if len(self.class_names) != self.num_classes:
@@ -118,6 +125,20 @@ class ModelConfig:
         if len(self.palette) != self.num_classes:
             raise ValueError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
         self.palette = [[int(c) for c in rgb] for rgb in self.palette]
+
+    def _validate_architecture(self) -> None:
+        for name in ("hidden_sizes", "depths", "num_heads", "sr_ratios", "patch_sizes", "strides"):
+            values = getattr(self, name)
+            if len(values) != 4 or any(int(v) < 1 for v in values):
+                raise ValueError(f"{name} must be 4 positive numbers (one per stage), not {values}")
+        for i, (dim, heads) in enumerate(zip(self.hidden_sizes, self.num_heads)):
+            if dim % heads:
+                raise ValueError(f"stage {i + 1}: width {dim} is not divisible by {heads} heads")
+        if self.decoder_dim < 1 or self.decoder_dim % self.tfc.msda_heads:
+            raise ValueError(f"decoder_dim {self.decoder_dim} is not divisible by "
+                             f"msda_heads {self.tfc.msda_heads}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, not {self.num_classes}")
 
     # ---- JSON ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -168,4 +189,5 @@ class ModelConfig:
         if tfc is not None:
             new.tfc = dataclasses.replace(self.tfc, **tfc) if isinstance(tfc, dict) else tfc
             new.tfc.validate()
+            new._validate_architecture()
         return new

@@ -129,6 +129,8 @@ class TrainConfig:
                 raise bad(f"{name} must be >= 1, not {getattr(self, name)}")
         if self.crop < 32:
             raise bad(f"crop must be >= 32 pixels, not {self.crop}")
+        if self.eval_short_side is not None and 0 < self.eval_short_side < 32:
+            raise bad(f"eval_short_side must be 0 (native) or >= 32 pixels, not {self.eval_short_side}")
         if self.lr <= 0 or not math.isfinite(self.lr):
             raise bad(f"lr must be a positive number, not {self.lr}")
         if self.warmup_iters < 0 or self.eval_every < 0:
@@ -244,7 +246,7 @@ class _ClipStep(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         out = self.model.clip_forward(frames)
-        return out.logits, out.similarity, float(getattr(out, "msda_share", 0.0))
+        return out.logits, out.similarity, float(out.msda_share)
 
 
 class NonFiniteLoss(TfcsegError):
@@ -507,8 +509,6 @@ class Trainer:
         mc.tfc_trained = True
         torch.manual_seed(cfg.seed)  # the same fresh initialisation on every rank
         model = TFCSegFormer(mc)
-        if not hasattr(model, "clip_forward"):
-            raise TfcsegError("train: this tfcseg has no TFC clip forward (tfcseg.tfc missing)")
         if init_sd is not None:
             load_state_dict_strict(model, init_sd, source, allow_missing_prefixes=allow)
         self.model = model.to(self.device).train()
@@ -714,8 +714,7 @@ class Trainer:
         """Endless (epoch, batch) stream from the saved data position on."""
         while True:
             self.sampler.set_epoch(self.epoch, self.position)
-            if hasattr(self.dataset, "set_epoch"):
-                self.dataset.set_epoch(self.epoch)
+            self.dataset.set_epoch(self.epoch)
             self._loader_gen.manual_seed(self.cfg.seed * 1_000_003 + self.epoch * 1009 + self.rank)
             for batch in self.loader:
                 self.position += 1

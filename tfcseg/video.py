@@ -5,10 +5,10 @@
         result.labels                         # H x W label map at the frame's own size
 
 Frames are resized so that their short side is `short_side` (aspect kept, no padding:
-SegFormer takes any size); a frame already at that size is not resized. Labels are made at
-the inference size (argmax of the logits upsampled bilinearly, align_corners=False; computed
-exactly but cheaply by `postprocess.labels_from_logits`) and, if the frame's own size
-differs, mapped back to it by nearest-neighbour (pixel-centre aligned).
+SegFormer takes any size); a frame already at that size is not resized. Labels are made
+directly at the frame's own size, as mmseg does: the argmax of the 1/4-resolution logits
+upsampled bilinearly (align_corners=False) to the frame size, computed exactly but cheaply
+by `postprocess.labels_from_logits` (interpolated logits only on class boundaries).
 """
 
 from __future__ import annotations
@@ -125,6 +125,9 @@ class VideoSegmenter:
         options.validate()
         self.options = options
         self._min_side = smallest_input(model.config)
+        if 0 < self.short_side < self._min_side:
+            raise ValueError(f"short side {self.short_side} is below the {self._min_side} pixels "
+                             "the encoder needs; use a larger short side")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, not {precision!r}")
         # fp32 weights stay; reduced precision runs the matmuls/convs under autocast

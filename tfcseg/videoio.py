@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from .errors import TfcsegError
+from .io_utils import UMASK
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Containers that take H.264 -> ffmpeg muxer name.
@@ -646,6 +647,7 @@ class VideoWriter:
         if rc != 0:
             self.abort()
             raise TfcsegError(f"{self.path}: the encoder failed ({self._error()})")
+        os.chmod(self._tmp, 0o666 & ~UMASK)  # mkstemp made it owner-only
         os.replace(self._tmp, self.path)
         self._tmp = None
         return self.path
