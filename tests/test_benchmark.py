@@ -42,6 +42,21 @@ def test_benchmark_command_json(tmp_path, precision):
         assert all(0.5 < m["label_agreement_vs_fp32"] <= 1 for m in r["modes"].values())
 
 
+def test_benchmark_on_real_footage(tmp_path):
+    from conftest import write_video
+    from tfcseg.benchmark import BenchmarkSettings, run_benchmark
+    from tfcseg.data.synthetic import _render_video
+    import numpy as np
+
+    frames = [img for img, _ in _render_video(np.random.default_rng(0), 0, 4, 4, (40, 60), [[0, 0, 0]] * 4)]
+    src = write_video(tmp_path / "clip.mp4", frames)
+    torch.manual_seed(0)
+    model = TFCSegFormer(tiny_config(tfc_trained=True)).eval()
+    r = run_benchmark(model, BenchmarkSettings(size=(64, 96), frames=3, keyframe_interval=2, repeats=1,
+                                               msda_sweep=False, video=str(src)))
+    assert r["clip"] == str(src) and r["frames"] == 3 and "msda_sweep" not in r
+
+
 def test_benchmark_bad_options(capsys):
     assert main(["benchmark", "--variant", "b9"]) == 2
     assert main(["benchmark", "--variant", "b0", "--size", "big"]) == 2

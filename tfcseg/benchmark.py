@@ -136,6 +136,31 @@ class BenchmarkSettings:
     compare_hf: bool = False  # time transformers' SegFormer on the same weights and input
     msda_sweep: bool = True
     seed: int = 0
+    video: str | None = None  # real footage (first `frames` frames, resized to `size`) instead of synthetic
+
+
+def video_clip(source: str, size: tuple[int, int], frames: int) -> list[np.ndarray]:
+    """The first `frames` frames of a video / image folder, resized to `size` (h, w)."""
+    import cv2
+
+    from .errors import TfcsegError
+    from .videoio import open_frames
+
+    out = []
+    src = open_frames(source)
+    try:
+        for frame in src:
+            rgb = frame.rgb
+            if rgb.shape[:2] != tuple(size):
+                rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            out.append(rgb)
+            if len(out) == frames:
+                break
+    finally:
+        src.close()
+    if len(out) < 2:
+        raise TfcsegError(f"{source}: the benchmark needs at least 2 frames, found {len(out)}")
+    return out
 
 
 def synthetic_clip(size: tuple[int, int], frames: int, seed: int = 0) -> list[np.ndarray]:
@@ -182,13 +207,15 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
     cfg = model.config
     amp = PRECISIONS[settings.precision]
     autocast = lambda: torch.autocast(device.type, dtype=amp, enabled=amp is not None)  # noqa: E731
-    frames = synthetic_clip(settings.size, max(settings.frames, 2), settings.seed)
+    frames = (video_clip(settings.video, settings.size, settings.frames) if settings.video
+              else synthetic_clip(settings.size, max(settings.frames, 2), settings.seed))
     px0, px1 = (preprocess(f, None, device) for f in frames[:2])
     result: dict[str, Any] = {
         "variant": cfg.variant, "num_classes": cfg.num_classes, "size": list(settings.size),
         "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
         "precision": settings.precision, "keyframe_interval": settings.keyframe_interval,
         "frames": len(frames), "tfc_trained": cfg.tfc_trained,
+        "clip": settings.video or "synthetic",
         "params": {"total": _params(model), "encoder": _params(model.encoder),
                    "encoder_stages_1_2": _params(model.encoder.stages[:2]),
                    "decoder": _params(model.decoder), "msda": _params(getattr(model, "msda", None))},

@@ -50,7 +50,8 @@ def _ms(t: dict[str, float]) -> str:
 
 def print_report(r: dict[str, Any], console: Console) -> None:
     head = (f"{r['variant']} · {r['size'][0]}x{r['size'][1]} · {r['device_name']} ({r['device']}, "
-            f"{r['threads']} threads) · {r['precision']} · keyframe every {r['keyframe_interval']}")
+            f"{r['threads']} threads) · {r['precision']} · keyframe every {r['keyframe_interval']} · "
+            f"{r['frames']} frames of {r['clip']}")
     modes = Table(title=f"tfcseg benchmark: {head}")
     for col in ("mode", "frames/s", "vs transformers", "MSDA share", "labels = fp32"):
         modes.add_column(col, justify="right" if col != "mode" else "left")
@@ -108,6 +109,8 @@ def benchmark(
                                     "on the same weights and input, and print ratios."),
     msda_sweep: bool = typer.Option(True, "--msda-sweep/--no-msda-sweep", help="Time sparse MSDA at "
                                     "10/20/40/100% of the points against encoder stages 3-4."),
+    video: Optional[str] = typer.Option(None, "--video", help="Time real footage (its first --frames "
+                                        "frames, resized to --size) instead of a synthetic clip."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Save every number as JSON."),
 ) -> None:
@@ -131,7 +134,7 @@ def benchmark(
     net = _model(model, variant, num_classes, dev)
     settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=keyframe_interval,
                                  precision=precision, repeats=repeats, compare_hf=compare_hf,
-                                 msda_sweep=msda_sweep)
+                                 msda_sweep=msda_sweep, video=video)
     console = Console()
     with console.status("benchmarking") as status:
         result = run_benchmark(net, settings, progress=lambda msg: status.update(f"benchmarking: {msg}"))
