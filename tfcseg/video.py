@@ -48,6 +48,8 @@ def preprocess(frame_rgb_uint8: np.ndarray, size: tuple[int, int] | None = None,
     frame = check_frame(frame_rgb_uint8)
     if size is not None and tuple(size) != frame.shape[:2]:
         frame = cv2.resize(frame, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+    if not frame.flags.writeable:  # e.g. np.frombuffer of decoded bytes; torch wants writable
+        frame = frame.copy()
     x = torch.from_numpy(frame).to(device)
     x = x.permute(2, 0, 1)[None].float().contiguous()  # [1, 3, h, w] in 0..255
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
