@@ -188,7 +188,7 @@ def test_export_to_hf_layout_round_trips(tmp_path):
     ({"num_heads": [1, 2, 5, 8]}, "divisible"),  # 24 is not divisible by 5 heads
     ({"depths": [1, 1, 1]}, "depths"),
     ({"tfc": {"msda_heads": 3}}, "msda_heads"),
-    ({"tfc": {"msda_threshold": 1.5}}, "msda_threshold"),
+    ({"tfc": {"fixed_weight": 1.5}}, "fixed_weight"),
 ])
 def test_invalid_architecture_in_config_is_one_clear_error(tmp_path, change, word):
     save_checkpoint(TFCSegFormer(tiny_config()), tmp_path / "ck")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,8 @@ class TFCOptions:
             raise ValueError(f"msda_levels must be 1..4, not {self.msda_levels}")
         if not 0.0 <= self.fixed_weight <= 1.0:
             raise ValueError(f"fixed_weight must be in 0..1, not {self.fixed_weight}")
-        if not 0.0 <= self.msda_threshold <= 1.0:
-            raise ValueError(f"msda_threshold must be in 0..1, not {self.msda_threshold}")
+        if not math.isfinite(self.msda_threshold):  # w < threshold: any finite value is usable
+            raise ValueError(f"msda_threshold must be a finite number, not {self.msda_threshold}")
         if self.msda_heads < 1 or self.msda_points < 1:
             raise ValueError("msda_heads and msda_points must be >= 1")
 
