@@ -52,9 +52,20 @@ def preprocess(frame_rgb_uint8: np.ndarray, size: tuple[int, int] | None = None,
         frame = frame.copy()
     x = torch.from_numpy(frame).to(device)
     x = x.permute(2, 0, 1)[None].float().contiguous()  # [1, 3, h, w] in 0..255
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
+    mean, std = _normalisation(x.device)
     return ((x - mean) / std).to(dtype)
+
+
+_NORM_CACHE: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean/std in 0..255 units, [1, 3, 1, 1], made once per device."""
+    if device not in _NORM_CACHE:
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+        _NORM_CACHE[device] = (mean, std)
+    return _NORM_CACHE[device]
 
 
 def check_frame(frame: np.ndarray, index: int | None = None) -> np.ndarray:
