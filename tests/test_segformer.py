@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tfcseg import VARIANTS, ModelConfig, TFCSegFormer, load_model
-from tfcseg.decoder import resize
+from tfcseg.decoder import resize, to_image, to_logits
 
 from conftest import randomise_bn
 
@@ -51,15 +51,38 @@ def test_parity_with_transformers(tmp_path, cfg, size):
     assert (plain - ref).abs().max().item() < 1e-4
 
 
-def test_folded_equals_plain(tiny_model):
-    x = torch.randn(2, 3, 45, 70)
+@pytest.mark.parametrize("size", [(45, 70), (64, 64), (97, 131), (33, 29)])
+@pytest.mark.parametrize("chunk", [7, 2048])
+def test_folded_equals_plain(tiny_model, size, chunk):
+    """The folded token-row head (any chunking, odd sizes, batch 2) == the plain decoder."""
+    x = torch.randn(2, 3, *size)
     with torch.no_grad():
         feats = tiny_model.encoder(x)
         dec = tiny_model.decoder
-        size = feats[0].shape[-2:]
-        plain = dec.fuse([resize(dec.project(l + 1, f), size) for l, f in enumerate(feats)])
-        folded = dec.fuse_terms([dec.level_term(l + 1, f, size) for l, f in enumerate(feats)])
-    assert torch.allclose(plain, folded, atol=1e-5)
+        size4 = tuple(feats[0].shape[-2:])
+        plain_z = dec.fuse([resize(dec.project(l + 1, f), size4) for l, f in enumerate(feats)])
+        plain = dec.classify(plain_z)
+        base = dec.base_term(feats[2], feats[3], size4)
+        x1, up2 = dec.level_rows(feats[0], feats[1], torch.float32)
+        z = to_image(dec.head_features(base, x1, up2), 2, *size4)
+        logits = to_logits(dec.head_logits(base, x1, up2, chunk=chunk), 2, size4)
+    assert torch.allclose(plain_z, z, atol=1e-5)
+    assert (plain - logits).abs().max().item() < 1e-4
+    assert torch.equal(plain.argmax(1), logits.argmax(1))
+    if chunk == 2048:
+        with torch.no_grad():
+            assert torch.equal(logits, tiny_model.image_logits(x))  # the same head, bit for bit
+
+
+def test_eval_forward_with_autograd_uses_the_plain_decoder(tiny_model):
+    """Eval mode with autograd on (e.g. frozen-BN fine-tuning): gradients reach the decoder."""
+    x = torch.randn(1, 3, 45, 70)
+    with torch.no_grad():
+        fast = tiny_model.image_logits(x)
+    slow = tiny_model.image_logits(x)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    slow.sum().backward()
+    assert tiny_model.decoder.linear_fuse.weight.grad is not None
 
 
 def test_encoder_runs_first_two_stages(tiny_model):

@@ -45,8 +45,8 @@ def test_keyframe_equals_image_logits():
     x = torch.randn(2, 3, 61, 83)
     logits, state = model.keyframe(x)
     assert torch.equal(logits, model.image_logits(x))
-    assert logits.shape == (2, 5, 16, 21) and state.z.shape == (2, 32, 16, 21)
-    assert state.term3.shape == state.term4.shape == state.z.shape
+    assert logits.shape == (2, 5, 16, 21)
+    assert state.base.shape == (2 * 16 * 21, 32) and state.logits.shape == (2 * 16 * 21, 5)
 
 
 @pytest.mark.parametrize("interpolation", ["soft", "hard", "fixed", "none"])
@@ -117,7 +117,7 @@ def test_variants_differ_where_they_should():
     assert torch.equal(changed, select)
     # soft interpolation by hand
     w = sim.clamp(0, 1)[:, None]
-    z_k = state.z
+    z_k = _z_t(model, key, state)  # the keyframe's own z (its stages 1-2 and 3-4)
     soft = model.decoder.classify(w * z_k + (1 - w) * z_t)
     assert torch.allclose(out["soft-nomsda"][0], soft, atol=1e-5)
     # hard: ŵ in {0, 1}: keyframe features where w >= 0.8
@@ -228,6 +228,31 @@ def test_clip_forward_in_eval_matches_inference():
     assert out.msda_share == pytest.approx(info.msda_share)
     single = model.clip_forward(clip[:, :1])
     assert single.logits.shape == (1, 1, 5, 12, 18) and single.similarity.shape == (1, 0, 12, 18)
+
+
+@pytest.mark.parametrize("size", [(45, 70), (61, 83), (33, 47)])
+@pytest.mark.parametrize("tfc", [
+    dict(), dict(msda=False), dict(interpolation="hard"), dict(interpolation="none", msda=False),
+    dict(similarity_level=1, interpolation="fixed"),
+], ids=["soft-msda", "soft", "hard-msda", "reuse", "level1-fixed"])
+@torch.no_grad()
+def test_fast_inference_equals_the_plain_path(size, tfc):
+    """keyframe/non_keyframe (folded head on token rows, reduced similarity basis, logit
+    interpolation) == clip_forward in eval (the plain decoder and the formulas as written),
+    batch 2, odd sizes: logits to 1e-4, similarity to 1e-5, identical labels."""
+    model = _model(**tfc)
+    g = torch.Generator().manual_seed(sum(size))
+    key = 1.5 * F.interpolate(torch.randn(2, 3, 6, 9, generator=g), size=size, mode="bilinear",
+                              align_corners=False)
+    moved = torch.roll(key, shifts=(1, 2), dims=(2, 3))
+    moved[:, :, 5:20, 10:30] = torch.randn(2, 3, 15, 20, generator=g)
+    out = model.clip_forward(torch.stack([key, moved], 1))
+    k_logits, state = model.keyframe(key)
+    n_logits, info = model.non_keyframe(moved, state)
+    assert torch.allclose(out.similarity[:, 0], info.similarity, atol=1e-5)
+    for ref, fast in ((out.logits[:, 0], k_logits), (out.logits[:, 1], n_logits)):
+        assert (ref - fast).abs().max().item() < 1e-4
+        assert torch.equal(ref.argmax(1), fast.argmax(1))
 
 
 def test_checkpoint_keeps_msda(tmp_path):

@@ -197,6 +197,7 @@ def _clip_fps(model, frames, mode: str, settings: BenchmarkSettings) -> tuple[fl
 
 def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure `model` (a TFCSegFormer, eval mode, on its device); returns a JSON-able dict."""
+    from .decoder import no_autocast, to_image
     from .tfc import level_values, sparse_msda
     from .msda import level_layout
     from .video import PRECISIONS, preprocess
@@ -267,9 +268,10 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
             say("sparse MSDA sweep")
             with autocast():  # the same dtypes as a real non-keyframe
                 x1, x2 = model.encoder(px1, stages=2)
-                z = model.decoder.fuse_terms([model.decoder.level_term(1, x1, x1.shape[-2:]),
-                                              model.decoder.level_term(2, x2, x1.shape[-2:]),
-                                              state.term3, state.term4])
+                dec = model.decoder
+                with no_autocast(x1):
+                    rows = dec.head_features(state.base, *dec.level_rows(x1, x2, state.base.dtype))
+                z = to_image(rows, x1.shape[0], *x1.shape[-2:])  # [B, D, h4, w4]
                 levels = [x1, x2, state.x3, state.x4][:model.msda.n_levels]
                 value = torch.cat([level_values(model, l + 1, x) for l, x in enumerate(levels)], 1)
             shapes, starts = level_layout([tuple(x.shape[-2:]) for x in levels], device)

@@ -8,8 +8,8 @@ Memory layout: token maps [B, N, C] are NHWC memory, so every conv here (patch e
 the attention's spatial reduction, Mix-FFN's depthwise conv) takes the NCHW *view*
 `tokens.view(B, h, w, C).permute(0, 3, 1, 2)`, which is channels-last: no transposing
 copies between the token and the image form, and oneDNN's channels-last kernels. Stage
-outputs are copied into plain NCHW maps, which the decoder's bilinear resizes and sums
-handle much faster than channels-last ones.
+outputs are channels-last [B, C, h, w] views of the final tokens too: the next stage's patch
+embedding and the decoder's folded head (`decoder.tokens`) read them without a copy.
 
 Module names follow the original MiT (`patch_embed`, `blocks`, `attn.q`, ...); the checkpoint
 converters in `checkpoint.py` map the Hugging Face and NVlabs/mmseg names onto them.
@@ -125,7 +125,7 @@ class Block(nn.Module):
 
 
 class Stage(nn.Module):
-    """Patch embedding, `depth` transformer blocks, LayerNorm; returns [B, C, H, W]."""
+    """Patch embedding, `depth` transformer blocks, LayerNorm; returns [B, C, H, W] (channels-last)."""
 
     def __init__(self, in_ch: int, dim: int, depth: int, heads: int, sr: int, patch: int,
                  stride: int, mlp_ratio: int, drop_paths: list[float], eps: float) -> None:
@@ -140,8 +140,7 @@ class Stage(nn.Module):
         x, h, w = self.patch_embed(x)
         for block in self.blocks:
             x = block(x, h, w)
-        # a plain NCHW map for the decoder (a small copy: C_i channels at the stage's size)
-        return to_image(self.norm(x), h, w).contiguous()
+        return to_image(self.norm(x), h, w)  # [B, C, h, w], channels-last
 
 
 class MixTransformer(nn.Module):

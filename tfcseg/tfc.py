@@ -23,7 +23,10 @@ The similarity is computed as 1 - |u_k - u_t|^2 / 2 with u = x̂ / |x̂| (per po
 the cosine for unit vectors and is exactly 1 when the two features are bitwise equal (a
 static scene), so that a threshold of 1.0 selects no point there.
 
-Inference (`keyframe`, `non_keyframe`) uses the decoder's folded eval form; training
+Inference (`keyframe`, `non_keyframe`) uses the decoder's folded eval form, on token rows
+(see decoder.py), and computes the same quantities more cheaply: the similarity in a
+(C_l + 1)-dimensional basis with the same inner products (`similarity_basis`), and the
+interpolation of step 5 on logits rather than on z (the classifier is affine). Training
 (`clip_forward`) uses the plain form, so BatchNorm and dropout behave as in training.
 """
 
@@ -36,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TFCOptions
-from .decoder import resize
+from .decoder import no_autocast, resize, to_image, to_logits, tokens
 from .msda import MSDeformAttn, level_layout, pixel_centres
 
 
@@ -46,6 +49,11 @@ from .msda import MSDeformAttn, level_layout, pixel_centres
 def unit_features(xhat: torch.Tensor) -> torch.Tensor:
     """x̂ / |x̂| over channels: [B, D, h, w] -> [B, D, h, w] (zero vectors stay zero)."""
     return F.normalize(xhat, dim=1)
+
+
+def similarity_from_rows(unit_k: torch.Tensor, unit_t: torch.Tensor) -> torch.Tensor:
+    """The same from unit rows [N, r] x 2 -> [N]."""
+    return 1.0 - 0.5 * (unit_k - unit_t).pow(2).sum(-1)
 
 
 def similarity_from_units(unit_k: torch.Tensor, unit_t: torch.Tensor) -> torch.Tensor:
@@ -125,23 +133,23 @@ def sparse_msda(msda: MSDeformAttn, z: torch.Tensor, select: torch.Tensor, value
 @dataclass
 class KeyframeState:
     """What a non-keyframe needs from its keyframe (and only that). B = batch, D = decoder
-    width, (h4, w4) = the 1/4 map; shapes per field."""
+    width, K = classes, (h4, w4) = the 1/4 map; rows = one per point of the 1/4 map,
+    batch-major (`decoder.tokens`)."""
 
     size: tuple[int, int]  # (H, W) of the keyframe's input pixels
     x1: torch.Tensor  # [B, C_1, h4, w4]   encoder stage 1 (for the level-1 similarity)
     x2: torch.Tensor  # [B, C_2, h8, w8]   encoder stage 2 (for the level-2 similarity)
-    x3: torch.Tensor  # [B, C_3, h16, w16] encoder stage 3, reused by non-keyframes
-    x4: torch.Tensor  # [B, C_4, h32, w32] encoder stage 4, reused by non-keyframes
-    term3: torch.Tensor  # [B, D, h4, w4]  resize(A_3 x^3): level 3's folded share of z
-    term4: torch.Tensor  # [B, D, h4, w4]  resize(A_4 x^4): level 4's folded share of z
-    z: torch.Tensor  # [B, D, h4, w4]      z_k, the keyframe's fused decoder features
-    # lazily filled: "unit1"/"unit2" -> [B, D, h4, w4] x̂_k^l / |x̂_k^l|;
-    # "value3"/"value4" -> [B, h_l*w_l, D] MSDA values of levels 3/4 (`level_values`)
+    x3: torch.Tensor  # [B, C_3, h16, w16] encoder stage 3 (MSDA values)
+    x4: torch.Tensor  # [B, C_4, h32, w32] encoder stage 4 (MSDA values)
+    base: torch.Tensor  # [B*h4*w4, D] the folded level-3/4 share of z (+ bias), reused
+    logits: torch.Tensor  # [B*h4*w4, K] the keyframe's logits rows (for interpolation)
+    # lazily filled: "unit1"/"unit2" -> [B*h4*w4, r] unit features in the reduced basis
+    # (`similarity_basis`); "value3"/"value4" -> [B, h_l*w_l, D] MSDA values (`level_values`)
     cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def batch(self) -> int:
-        return self.z.shape[0]
+        return self.x1.shape[0]
 
 
 @dataclass
@@ -180,15 +188,45 @@ def _msda_enabled(model, options: TFCOptions) -> bool:
 
 
 def _projected_level(model, level: int, x: torch.Tensor, size) -> torch.Tensor:
-    """x̂^l = resize(P_l x^l + b_l) to the 1/4 map."""
+    """x̂^l = resize(P_l x^l + b_l) to the 1/4 map (the plain form; training)."""
     return resize(model.decoder.project(level, x), size)
+
+
+def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R_w^T [C_l, r], R_b [r]) with <P_l u + b_l, P_l v + b_l> = <R_w u + R_b, R_w v + R_b>
+    for all u, v (fp32; r = min(D, C_l + 1)).
+
+    With M = [P_l | b_l] (D x (C_l+1)) and its QR factorisation M = Q R, Q has orthonormal
+    columns, so <M ũ, M ṽ> = <R ũ, R ṽ> (ũ = [u; 1]): the cosine of two projected features
+    is the cosine of their images under R, in C_l + 1 dimensions instead of D (65 instead of
+    256 for B0's level 2). Bilinear resizing commutes with the affine map (its weights sum
+    to 1), so resizing x^l first and mapping after gives the same x̂^l cosines."""
+    dec = model.decoder
+    lin = dec.linear_c[level - 1]
+    key = (level, id(lin.weight), lin.weight._version, id(lin.bias), lin.bias._version)
+    cache = dec.__dict__.setdefault("_similarity_basis", {})
+    if key not in cache:
+        with torch.no_grad(), torch.autocast(lin.weight.device.type, enabled=False):
+            m = torch.cat([lin.weight, lin.bias[:, None]], 1).double()  # [D, C_l + 1]
+            r = torch.linalg.qr(m, mode="r").R.float()  # [r, C_l + 1]
+        cache.clear()  # only the current weights' bases are kept
+        cache[key] = (r[:, :-1].t().contiguous(), r[:, -1].contiguous())
+    return cache[key]
+
+
+def _unit_rows(model, level: int, x1_rows: torch.Tensor, up2_rows: torch.Tensor) -> torch.Tensor:
+    """u = x̂^l / |x̂^l| as rows [B*h4*w4, r] in the reduced basis (fp32, outside autocast)."""
+    rw_t, r_b = similarity_basis(model, level)
+    src = x1_rows if level == 1 else up2_rows
+    return F.normalize(torch.addmm(r_b, src.float(), rw_t), dim=1)
 
 
 def _state_unit(model, state: KeyframeState, level: int) -> torch.Tensor:
     key = f"unit{level}"
     if key not in state.cache:
-        x = state.x1 if level == 1 else state.x2
-        state.cache[key] = unit_features(_projected_level(model, level, x, state.z.shape[-2:]))
+        with no_autocast(state.x1):
+            x1_rows, up2_rows = model.decoder.level_rows(state.x1, state.x2, state.base.dtype)
+            state.cache[key] = _unit_rows(model, level, x1_rows, up2_rows)
     return state.cache[key]
 
 
@@ -199,7 +237,7 @@ def level_values(model, level: int, x: torch.Tensor) -> torch.Tensor:
     lin, vp = model.decoder.linear_c[level - 1], model.msda.value_proj
     weight = vp.weight @ lin.weight  # [D, C_l]
     bias = vp.weight @ lin.bias + vp.bias  # [D]
-    return F.linear(x.flatten(2).transpose(1, 2), weight, bias)
+    return F.linear(tokens(x).view(x.shape[0], -1, x.shape[1]), weight, bias)
 
 
 def _state_values(model, state: KeyframeState, level: int) -> torch.Tensor:
@@ -210,26 +248,27 @@ def _state_values(model, state: KeyframeState, level: int) -> torch.Tensor:
 
 
 def keyframe(model, pixels: torch.Tensor) -> tuple[torch.Tensor, KeyframeState]:
-    """SegFormer on a keyframe: logits [B, K, h4, w4] (identical to `image_logits`) and the
-    state non-keyframes need. Eval mode only."""
+    """SegFormer on a keyframe: logits [B, K, h4, w4] (identical to `image_logits`; a
+    channels-last view) and the state non-keyframes need. Eval mode only."""
     _require_eval(model)
     feats = model.encoder(pixels)
-    dec = model.decoder
-    size = feats[0].shape[-2:]
-    # exactly decoder.fused_features' eval path, keeping the level-3/4 terms
-    terms = [dec.level_term(l + 1, f, size) for l, f in enumerate(feats)]
-    z = dec.fuse_terms(terms)
-    state = KeyframeState(size=tuple(pixels.shape[-2:]), x1=feats[0], x2=feats[1], x3=feats[2],
-                          x4=feats[3], term3=terms[2], term4=terms[3], z=z)
-    return dec.classify(z), state
+    rows, base = model.decoder.eval_head(feats)
+    x1 = feats[0]
+    state = KeyframeState(size=tuple(pixels.shape[-2:]), x1=x1, x2=feats[1], x3=feats[2],
+                          x4=feats[3], base=base, logits=rows)
+    return to_logits(rows, x1.shape[0], tuple(x1.shape[-2:])), state
 
 
 def non_keyframe(model, pixels: torch.Tensor, state: KeyframeState,
                  options: TFCOptions | None = None) -> tuple[torch.Tensor, NonKeyframeInfo]:
-    """TFC on a non-keyframe against `state` (its keyframe's): logits [B, K, h4, w4] and
-    `NonKeyframeInfo`. `options` default to `model.config.tfc` (the MSDA module's heads,
-    points and levels are fixed when the model is built; here only similarity_level,
-    interpolation, fixed_weight, msda and msda_threshold apply). Eval mode only."""
+    """TFC on a non-keyframe against `state` (its keyframe's): logits [B, K, h4, w4] (a
+    channels-last view) and `NonKeyframeInfo`. `options` default to `model.config.tfc` (the
+    MSDA module's heads, points and levels are fixed when the model is built; here only
+    similarity_level, interpolation, fixed_weight, msda and msda_threshold apply). Eval only.
+
+    The interpolation runs on logits: the classifier is affine per point, so
+    classifier(ŵ z_k + (1 - ŵ) z_t) = ŵ logits_k + (1 - ŵ) classifier(z_t), with K channels
+    instead of D and without z_k."""
     _require_eval(model)
     options = options or model.config.tfc
     options.validate()
@@ -238,26 +277,34 @@ def non_keyframe(model, pixels: torch.Tensor, state: KeyframeState,
                          f"differs from its keyframe's {(state.batch, *state.size)}")
     dec = model.decoder
     x1, x2 = model.encoder(pixels, stages=2)
-    size = x1.shape[-2:]
+    b, size = x1.shape[0], tuple(x1.shape[-2:])
     level = options.similarity_level
-    unit_t = unit_features(_projected_level(model, level, x1 if level == 1 else x2, size))
-    similarity = similarity_from_units(_state_unit(model, state, level), unit_t)  # [B, h4, w4]
-
-    z = dec.fuse_terms([dec.level_term(1, x1, size), dec.level_term(2, x2, size),
-                        state.term3, state.term4])
-    share = 0.0
-    if _msda_enabled(model, options):
-        select = similarity < options.msda_threshold  # strictly below
-        count = int(select.sum())
-        if count:
-            levels = [(1, x1), (2, x2), (3, state.x3), (4, state.x4)][:model.msda.n_levels]
-            value = torch.cat([level_values(model, l, x) if l <= 2 else _state_values(model, state, l)
-                               for l, x in levels], 1)  # [B, S, D]
-            shapes, starts = level_layout([tuple(x.shape[-2:]) for _, x in levels], z.device)
-            z = sparse_msda(model.msda, z, select, value, shapes, starts, value_projected=True)
-        share = count / select.numel()
-    z = interpolate(z, state.z, interpolation_weight(similarity, options))
-    return dec.classify(z), NonKeyframeInfo(similarity=similarity, msda_share=share)
+    unit_k = _state_unit(model, state, level)
+    msda = _msda_enabled(model, options)
+    with no_autocast(x1):
+        x1_rows, up2_rows = dec.level_rows(x1, x2, state.base.dtype)  # [B*h4*w4, C_1 / C_2]
+        unit_t = _unit_rows(model, level, x1_rows, up2_rows)
+        similarity = similarity_from_rows(unit_k, unit_t).view(b, *size)  # [B, h4, w4]
+        select = similarity < options.msda_threshold if msda else None  # strictly below
+        count = int(select.sum()) if msda else 0
+        if not count:
+            rows = dec.head_logits(state.base, x1_rows, up2_rows)  # [B*h4*w4, K]
+        else:
+            z = dec.head_features(state.base, x1_rows, up2_rows)  # [B*h4*w4, D]
+    if count:  # sparse MSDA on z (in the caller's autocast, as its linears expect)
+        levels = [(1, x1), (2, x2), (3, state.x3), (4, state.x4)][:model.msda.n_levels]
+        value = torch.cat([level_values(model, l, x) if l <= 2 else _state_values(model, state, l)
+                           for l, x in levels], 1)  # [B, S, D]
+        shapes, starts = level_layout([tuple(x.shape[-2:]) for _, x in levels], x1.device)
+        z = sparse_msda(model.msda, to_image(z, b, *size), select, value, shapes, starts,
+                        value_projected=True)
+        with no_autocast(x1):
+            rows = dec.classify_rows(tokens(z).to(state.base.dtype))
+    weight = interpolation_weight(similarity, options)
+    if weight is not None:
+        rows = torch.lerp(rows, state.logits, weight.reshape(-1, 1).to(rows.dtype))
+    share = count / similarity.numel() if msda else 0.0
+    return to_logits(rows, b, size), NonKeyframeInfo(similarity=similarity, msda_share=share)
 
 
 # ---- training -------------------------------------------------------------------------------
