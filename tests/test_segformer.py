@@ -131,3 +131,21 @@ def test_fold_built_under_autocast_stays_fp32(tiny_model):
         tiny_model.image_logits(x)
     with torch.inference_mode():
         assert tiny_model.image_logits(x).dtype == torch.float32  # no bf16 weights left behind
+
+
+def test_fused_dwconv_gelu_equals_plain(tiny_model):
+    """Mix-FFN's depthwise conv + GELU as one oneDNN op (inference) == the two plain ops."""
+    from tfcseg import mit
+
+    ffn = tiny_model.encoder.stages[0].blocks[0].mlp
+    x = torch.randn(2, 13 * 17, ffn.fc1.in_features)
+    with torch.no_grad():
+        image = mit.to_image(ffn.fc1(x), 13, 17)
+        fused = mit._dwconv_gelu_fused(ffn.dwconv, image)
+        if fused is None:
+            pytest.skip("this torch build has no oneDNN pointwise convolution")
+        plain = torch.nn.functional.gelu(ffn.dwconv(image))
+        assert torch.allclose(fused, plain, atol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = mit._dwconv_gelu_fused(ffn.dwconv, image)
+        assert low.dtype == torch.bfloat16 and torch.allclose(low.float(), plain, atol=0.05)

@@ -106,8 +106,32 @@ class MixFFN(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        x = to_tokens(self.dwconv(to_image(self.fc1(x), h, w)))
-        return self.fc2(F.gelu(x))
+        image = to_image(self.fc1(x), h, w)  # [B, hidden, h, w], channels-last
+        fused = _dwconv_gelu_fused(self.dwconv, image)
+        x = to_tokens(fused if fused is not None else F.gelu(self.dwconv(image)))
+        return self.fc2(x)
+
+
+_FUSED_OK = [torch.backends.mkldnn.is_available()
+             and hasattr(torch.ops.mkldnn, "_convolution_pointwise")]
+
+
+def _dwconv_gelu_fused(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
+    """GELU(conv(x)) as one oneDNN convolution with a GELU (erf) post-op: the hidden map is
+    written once instead of twice. Inference on the CPU only; None where it does not apply
+    (autograd on, another device, no oneDNN), and the caller runs the plain ops."""
+    if not _FUSED_OK[0] or torch.is_grad_enabled() or x.device.type != "cpu":
+        return None
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    if dtype not in (torch.float32, torch.bfloat16):
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_pointwise(
+            x.to(dtype), conv.weight.to(dtype), conv.bias.to(dtype), list(conv.padding),
+            list(conv.stride), list(conv.dilation), conv.groups, "gelu", [None], "none")
+    except RuntimeError:  # a private op: if this torch build lacks it, use the plain path
+        _FUSED_OK[0] = False
+        return None
 
 
 class Block(nn.Module):
