@@ -7,11 +7,16 @@ The core `ms_deform_attn` runs the `torch.library` op `tfcseg::ms_deform_attn`, 
 - autograd via `torch.library.register_autograd`, whose backward is itself the op
   `tfcseg::ms_deform_attn_backward` (pure PyTorch: `aten.grid_sampler_2d_backward`).
 
-A faster kernel is added later with `torch.library.register_kernel(
-"tfcseg::ms_deform_attn", "cuda", fn)` (and the same for the backward op) without
-touching callers. Sparse MSDA is not a different op: the caller gathers the selected points'
-queries, runs the op on them and scatters the result back (`tfc.sparse_msda`); dense MSDA
-is the same with every point selected.
+On CPU both ops have compiled kernels too (`tfcseg/csrc/msda_cpu.cpp`, registered for the
+CPU dispatch key), built and loaded by `tfcseg.msda_ext` on the first CPU call of
+`ms_deform_attn` (cached; without a compiler, or with `TFCSEG_MSDA_EXT=0`, the PyTorch
+kernels run; `tfcseg.msda_ext.status()` says which). A faster kernel for another device is
+added with `torch.library.register_kernel("tfcseg::ms_deform_attn", "cuda", fn)` (and the
+same for the backward op) without touching callers.
+
+Sparse MSDA is not a different op: the caller gathers the selected points' queries, runs the
+op on them and scatters the result back (`tfc.sparse_msda`); dense MSDA is the same with
+every point selected.
 
 `ms_deform_attn_reference` is an independent direct implementation of the formula
 (explicit bilinear weights and gathers), used only by the tests.
@@ -24,6 +29,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import msda_ext
 
 _BILINEAR, _ZEROS = 0, 0  # aten's enums for grid sampling: interpolation / padding mode
 
@@ -146,14 +153,24 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor,
     [L, 2] as (H_l, W_l), level_start_index long [L], sampling_locations
     [N, Q, M, L, P, 2] in [0, 1] as (x, y), attention_weights [N, Q, M, L, P] (already
     softmaxed over L*P) -> [N, Q, M*Dh]. Locations and weights are cast to value's dtype
-    (the autocast rule). Runs the registered op `tfcseg::ms_deform_attn`.
+    (the autocast rule). Runs the registered op `tfcseg::ms_deform_attn`; its first call on
+    CPU loads the compiled CPU kernels (`tfcseg.msda_ext.load`, built once per cache).
     """
+    if not msda_ext.tried() and value.device.type == "cpu" and not torch.compiler.is_compiling():
+        _load_cpu_kernels()
     if sampling_locations.dtype != value.dtype:
         sampling_locations = sampling_locations.to(value.dtype)
     if attention_weights.dtype != value.dtype:
         attention_weights = attention_weights.to(value.dtype)
     return torch.ops.tfcseg.ms_deform_attn(value, spatial_shapes, level_start_index,
                                            sampling_locations, attention_weights)
+
+
+def _load_cpu_kernels() -> None:
+    # a CPU kernel registered by someone else (e.g. a test's) is left in charge: loading ours
+    # now would override it; we try again on a later call
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("tfcseg::ms_deform_attn", "CPU"):
+        msda_ext.load()
 
 
 def ms_deform_attn_reference(value: torch.Tensor, spatial_shapes: torch.Tensor,
