@@ -1,13 +1,22 @@
-"""The MSDA op against an independent implementation of the formula; sparse == dense."""
+"""The MSDA op against an independent implementation of the formula; sparse == dense; the
+compiled CPU kernels (tfcseg.msda_ext) against the PyTorch ones, and the fallback without them."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from tfcseg import msda as msda_mod
+from tfcseg import msda_ext
 from tfcseg.msda import (MSDeformAttn, level_layout, ms_deform_attn, ms_deform_attn_reference,
                          pixel_centres)
 from tfcseg.tfc import dense_msda, flatten_levels, sparse_msda
@@ -193,3 +202,290 @@ def test_a_device_kernel_can_be_added_behind_the_op():
         lib._destroy()
     ms_deform_attn(value, shapes, starts, loc, attn)
     assert len(calls) == 2
+
+
+# ---- the compiled CPU kernels (tfcseg/csrc/msda_cpu.cpp, built by tfcseg.msda_ext) ----------
+
+OP, BACKWARD_OP = torch.ops.tfcseg.ms_deform_attn, torch.ops.tfcseg.ms_deform_attn_backward
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """The compiled CPU kernels, loaded (built once per cache, ~10 s): skipped only where there
+    is no C++ compiler; a failed build on a machine with one fails the tests."""
+    st = msda_ext.status()
+    if not st.active:
+        if msda_ext.find_compiler() is None:
+            pytest.skip(f"no C++ compiler to build the MSDA CPU kernel ({msda_ext.load().reason})")
+        with pytest.MonkeyPatch.context() as mp:  # a run with TFCSEG_MSDA_EXT=0 still tests it
+            mp.delenv(msda_ext.ENV_SWITCH, raising=False)
+            msda_ext._reset_for_tests()
+            st = msda_ext.load()
+    assert st.active, st.reason
+    # the op's CPU entry is the compiled kernel (not the CompositeExplicitAutograd one)
+    for op in ("ms_deform_attn", "ms_deform_attn_backward"):
+        table = torch._C._dispatch_dump_table(f"tfcseg::{op}")
+        assert re.search(r"^CPU: registered at \S*msda_cpu\.cpp:", table, re.M), table
+    return st
+
+
+# (n, q, m, dh, p, level sizes): L = 1..4, odd sizes, M = 1 and 8, N = 1 and 2, a 1 x 1 level
+SHAPES = [
+    (2, 7, 2, 3, 3, SIZES),
+    (1, 5, 1, 1, 1, [(5, 7)]),
+    (2, 33, 8, 32, 4, [(9, 13), (5, 7), (3, 4)]),
+    (1, 17, 8, 5, 2, [(1, 1), (4, 16)]),
+]
+
+
+def _with_edges(loc, sizes, seed=1, share=0.5):
+    """A share of the coordinates moved to exact half-pixel positions k / (2 W) (pixel centres
+    and pixel borders), from 1.5 pixels outside the map to 1.5 pixels past its far edge."""
+    g = torch.Generator().manual_seed(seed)
+    loc = loc.clone()
+    for lvl, (h, w) in enumerate(sizes):
+        for c, size in ((0, w), (1, h)):
+            part = loc[:, :, :, lvl, :, c]
+            k = torch.randint(-3, 2 * size + 4, part.shape, generator=g).to(loc.dtype)
+            pick = torch.rand(part.shape, generator=g) < share
+            loc[:, :, :, lvl, :, c] = torch.where(pick, k / (2 * size), part)
+    return loc
+
+
+def _shape_inputs(shape, dtype, seed=0, edges=True):
+    """Random inputs of a SHAPES entry; with `edges`, half the coordinates on exact half-pixel
+    positions. (Gradients jump where a pixel coordinate crosses an integer, and with sizes
+    that are not powers of two the two kernels may round such a coordinate to either side:
+    gradients are compared at edges only with power-of-two sizes.)"""
+    n, q, m, dh, p, sizes = shape
+    value, shapes, starts, loc, attn = _inputs(n=n, q=q, m=m, dh=dh, p=p, sizes=sizes,
+                                               dtype=dtype, seed=seed)
+    return value, shapes, starts, _with_edges(loc, sizes, seed) if edges else loc, attn
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"n{s[0]}m{s[2]}dh{s[3]}L{len(s[5])}")
+def test_compiled_forward_matches_pytorch_and_formula(compiled, shape, dtype, tol):
+    args = _shape_inputs(shape, dtype)
+    out = OP(*args)
+    assert out.dtype == dtype and out.shape == (shape[0], shape[1], shape[2] * shape[3])
+    assert (out - msda_mod.ms_deform_attn_pytorch(*args)).abs().max().item() < tol
+    assert (out - ms_deform_attn_reference(*args)).abs().max().item() < tol
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"n{s[0]}m{s[2]}dh{s[3]}L{len(s[5])}")
+def test_compiled_backward_matches_pytorch(compiled, shape, dtype, tol):
+    args = _shape_inputs(shape, dtype, edges=False)
+    grad = torch.randn(shape[0], shape[1], shape[2] * shape[3], dtype=dtype,
+                       generator=torch.Generator().manual_seed(5))
+    ours = BACKWARD_OP(*args, grad)
+    theirs = msda_mod.ms_deform_attn_backward_pytorch(*args, grad)
+    for name, a, b in zip(("value", "locations", "weights"), ours, theirs):
+        assert a.dtype == dtype and a.shape == b.shape, name
+        scale = max(1.0, b.abs().max().item())  # location gradients are scaled by W, H
+        assert (a - b).abs().max().item() < tol * scale, name
+
+
+def test_compiled_backward_matches_formula_autograd(compiled):
+    """Gradients through the op (compiled both ways) == autograd through the direct formula."""
+    value, shapes, starts, loc, attn = _shape_inputs(SHAPES[2], torch.float64, edges=False)
+    grads = []
+    for fn in (ms_deform_attn, ms_deform_attn_reference):
+        ins = [t.clone().requires_grad_() for t in (value, loc, attn)]
+        out = fn(ins[0], shapes, starts, ins[1], ins[2])
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+        grads.append([t.grad for t in ins])
+    for ours, ref in zip(*grads):
+        assert torch.allclose(ours, ref, atol=1e-10)
+
+
+def test_compiled_gradcheck_float64(compiled):
+    value, shapes, starts, loc, attn = _inputs(n=2, q=4, m=3, dh=3, p=2, sizes=[(3, 5), (2, 3)], seed=4)
+    inputs = tuple(t.clone().requires_grad_() for t in (value, loc, attn))
+    assert torch.autograd.gradcheck(
+        lambda v, l, a: ms_deform_attn(v, shapes, starts, l, a), inputs, eps=1e-6, atol=1e-5)
+
+
+def test_compiled_at_exact_edges_and_kinks(compiled):
+    """Locations exactly on pixel centres, pixel borders and the map's edges (power-of-two
+    sizes, so both kernels compute the same pixel coordinates): equal values and gradients."""
+    sizes = [(4, 8), (2, 4), (1, 2)]
+    value, shapes, starts, loc, attn = _inputs(n=2, q=40, m=2, dh=4, p=3, sizes=sizes)
+    loc = _with_edges(loc, sizes, share=1.0)
+    out = OP(value, shapes, starts, loc, attn)
+    assert torch.allclose(out, msda_mod.ms_deform_attn_pytorch(value, shapes, starts, loc, attn), atol=1e-12)
+    assert torch.allclose(out, ms_deform_attn_reference(value, shapes, starts, loc, attn), atol=1e-12)
+    grad = torch.randn_like(out)
+    for a, b in zip(BACKWARD_OP(value, shapes, starts, loc, attn, grad),
+                    msda_mod.ms_deform_attn_backward_pytorch(value, shapes, starts, loc, attn, grad)):
+        assert torch.allclose(a, b, atol=1e-12)
+
+
+def test_compiled_non_contiguous_inputs(compiled):
+    value, shapes, starts, loc, attn = _shape_inputs(SHAPES[0], torch.float32)
+    n, s, m, dh = value.shape
+    v_nc = value.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)  # [N, S, M, Dh] view
+    loc_nc = torch.cat([loc, torch.zeros_like(loc)], -1)[..., :2]
+    attn_nc = attn.transpose(0, 1).contiguous().transpose(0, 1)
+    shapes_nc = shapes.t().contiguous().t()
+    assert not any(t.is_contiguous() for t in (v_nc, loc_nc, attn_nc, shapes_nc))
+    out = OP(v_nc, shapes_nc, starts, loc_nc, attn_nc)
+    assert torch.equal(out, OP(value, shapes, starts, loc, attn))
+    grad = torch.randn(2 * out.numel()).view(*out.shape, 2)[..., 0]  # a strided grad_output
+    for a, b in zip(BACKWARD_OP(v_nc, shapes_nc, starts, loc_nc, attn_nc, grad),
+                    BACKWARD_OP(value, shapes, starts, loc, attn, grad.contiguous())):
+        assert torch.equal(a, b)
+
+
+def test_compiled_empty_queries(compiled):
+    value, shapes, starts, loc, attn = _inputs()
+    ins = [t.clone().requires_grad_() for t in (value, loc[:, :0], attn[:, :0])]
+    out = ms_deform_attn(ins[0], shapes, starts, ins[1], ins[2])
+    assert out.shape == (2, 0, 6)
+    out.sum().backward()
+    assert torch.equal(ins[0].grad, torch.zeros_like(value))
+    assert ins[1].grad.shape == (2, 0, 2, 4, 3, 2) and ins[2].grad.shape == (2, 0, 2, 4, 3)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 3e-3)])
+def test_compiled_reduced_precision(compiled, dtype, tol):
+    """bfloat16 / float16 inputs, float accumulation: close to the float64 formula on the same
+    (rounded) inputs, forward and backward."""
+    args32 = _shape_inputs(SHAPES[2], torch.float32)
+    args = [t.to(dtype) if t.is_floating_point() else t for t in args32]
+    exact = [t.double() if t.is_floating_point() else t for t in args]
+    out = OP(*args)
+    assert out.dtype == dtype
+    assert (out.double() - ms_deform_attn_reference(*exact)).abs().max().item() < tol
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
+    ours = BACKWARD_OP(*args, grad)
+    ref = msda_mod.ms_deform_attn_backward_pytorch(*exact, grad.double())
+    for a, b in zip(ours, ref):
+        assert a.dtype == dtype
+        assert (a.double() - b).abs().max().item() < 2 * tol * max(1.0, b.abs().max().item())
+
+
+def test_compiled_deterministic_across_thread_counts(compiled):
+    """Each output (grad_value included: one task per (n, head, level)) is written by one
+    thread in a fixed order: bitwise the same on 1 and 2 threads."""
+    args = _shape_inputs(SHAPES[2], torch.float32)
+    grad = torch.randn(2, 33, 256, generator=torch.Generator().manual_seed(3))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            results.append([OP(*args), *BACKWARD_OP(*args, grad)])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_compiled_rejects_bad_arguments(compiled):
+    value, shapes, starts, loc, attn = _inputs(dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="value's dtype"):
+        OP(value, shapes, starts, loc.double(), attn)
+    with pytest.raises(RuntimeError, match="does not fit"):  # a level past the end of value
+        OP(value, shapes, starts + 1, loc, attn)
+    with pytest.raises(RuntimeError, match=r"\[N, Q, M, L, P\]"):
+        OP(value, shapes, starts, loc, attn[..., :1])
+
+
+_PROBE = """
+import json, warnings
+import torch
+from tfcseg import msda, msda_ext
+from tfcseg.msda import level_layout
+before = msda_ext.status()
+shapes, starts = level_layout([(5, 7), (3, 4)])
+g = torch.Generator().manual_seed(0)
+value = torch.randn(2, 47, 2, 3, dtype=torch.float64, generator=g).requires_grad_()
+loc = (torch.rand(2, 6, 2, 2, 3, 2, dtype=torch.float64, generator=g) * 1.2 - 0.1).requires_grad_()
+attn = torch.rand(2, 6, 2, 2, 3, dtype=torch.float64, generator=g).requires_grad_()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for _ in range(2):
+        out = msda.ms_deform_attn(value, shapes, starts, loc, attn)
+        out.square().sum().backward()
+ref = msda.ms_deform_attn_reference(value, shapes, starts, loc, attn)
+st = msda_ext.status()
+print(json.dumps(dict(
+    before=before.reason, active=st.active, reason=st.reason, build_s=st.build_s,
+    cpu_kernel=torch._C._dispatch_has_kernel_for_dispatch_key("tfcseg::ms_deform_attn", "CPU"),
+    err=(out - ref).abs().max().item(), grad=value.grad.abs().sum().item(),
+    warnings=[str(w.message) for w in caught if issubclass(w.category, msda_ext.MSDAExtensionWarning)])))
+"""
+
+
+def _probe(**env_update):
+    """The op run twice (forward and backward) in a fresh process with these variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFCSEG_") and k != "CXX"}
+    env.update(PYTHONPATH=str(Path(__file__).parent.parent), **env_update)
+    res = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_fresh_process_loads_the_cached_kernel_on_first_use(compiled):
+    """Importing builds nothing; the first CPU call loads the file built before (no compile)."""
+    r = _probe(TFCSEG_CACHE=str(Path(compiled.path).parent.parent))
+    assert r["before"].startswith("not loaded yet")
+    assert r["active"] and r["reason"] == "cached" and r["build_s"] is None and r["cpu_kernel"]
+    assert r["err"] < 1e-12 and r["grad"] > 0 and r["warnings"] == []
+
+
+def test_fallback_without_a_compiler_warns_once(tmp_path):
+    r = _probe(TFCSEG_CACHE=str(tmp_path), CXX=str(tmp_path / "no-such-c++"))
+    assert not r["active"] and not r["cpu_kernel"]  # the PyTorch kernels ran
+    assert r["err"] < 1e-12 and r["grad"] > 0
+    assert len(r["warnings"]) == 1 and "\n" not in r["warnings"][0]
+    assert "no C++ compiler found" in r["warnings"][0] and "TFCSEG_MSDA_EXT=0" in r["warnings"][0]
+    assert not (tmp_path / "ext").exists()
+
+
+def test_fallback_when_disabled_is_silent(tmp_path):
+    r = _probe(TFCSEG_CACHE=str(tmp_path), TFCSEG_MSDA_EXT="0")
+    assert not r["active"] and r["reason"] == "disabled by TFCSEG_MSDA_EXT=0" and not r["cpu_kernel"]
+    assert r["err"] < 1e-12 and r["grad"] > 0 and r["warnings"] == []
+
+
+def _fake_compiler(tmp_path, body):
+    cxx = tmp_path / "fake-c++"
+    cxx.write_text("#!/bin/sh\n" + body)
+    cxx.chmod(0o755)
+    return cxx
+
+
+def test_failed_build_warns_once_in_one_line_and_leaves_no_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(msda_ext, "_status", None)  # restored afterwards
+    monkeypatch.delenv(msda_ext.ENV_SWITCH, raising=False)
+    monkeypatch.setenv("TFCSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(_fake_compiler(
+        tmp_path, 'echo "msda_cpu.cpp:1:1: note: something"\n'
+                  'echo "msda_cpu.cpp:3:7: error: simulated failure" >&2\nexit 1\n')))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, second = msda_ext.load(), msda_ext.load()
+    messages = [str(w.message) for w in caught if issubclass(w.category, msda_ext.MSDAExtensionWarning)]
+    assert first is second and not first.active
+    assert first.reason == "fake-c++ failed: msda_cpu.cpp:3:7: error: simulated failure"
+    assert len(messages) == 1 and first.reason in messages[0] and "\n" not in messages[0]
+    assert list((tmp_path / "cache" / "ext").iterdir()) == []  # no temporary file left
+
+
+def test_unloadable_library_is_reported(tmp_path, monkeypatch):
+    """A compiler that 'succeeds' with a broken file: the file is renamed into place (whole),
+    loading it fails, and that is reported (no exception)."""
+    monkeypatch.setattr(msda_ext, "_status", None)
+    monkeypatch.delenv(msda_ext.ENV_SWITCH, raising=False)
+    monkeypatch.setenv("TFCSEG_CACHE", str(tmp_path / "cache"))
+    # the output file is the argument after -o
+    monkeypatch.setenv("CXX", str(_fake_compiler(
+        tmp_path, 'while [ $# -gt 1 ] && [ "$1" != "-o" ]; do shift; done\n'
+                  '[ "$1" = "-o" ] && echo "not a library" > "$2"\nexit 0\n')))
+    with pytest.warns(msda_ext.MSDAExtensionWarning, match="OSError"):
+        st = msda_ext.load()
+    assert not st.active
+    assert [p.suffix for p in (tmp_path / "cache" / "ext").iterdir()] == [".so"]
