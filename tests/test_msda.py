@@ -382,6 +382,33 @@ def test_compiled_deterministic_across_thread_counts(compiled):
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
+def test_compiled_propagates_non_finite_locations_and_weights(compiled):
+    """A NaN / inf location or weight gives a NaN output row, as the PyTorch kernel does,
+    even for a point outside the map (a NaN must not become a silent 0); gradients likewise."""
+    value, shapes, starts, loc, attn = _inputs(n=1, q=6, m=2, dh=3, p=2, sizes=[(3, 4)])
+    nan, inf = float("nan"), float("inf")
+    loc[0, 0, 0, 0, 1, 0] = nan  # x NaN
+    loc[0, 1, 1, 0, 0, 1] = inf  # y inf
+    loc[0, 2, 0, 0, 0] = torch.tensor([5.0, nan], dtype=loc.dtype)  # far outside, y NaN
+    loc[0, 3, 1, 0, 1, 0] = 7.0  # outside with a NaN weight
+    attn[0, 3, 1, 0, 1] = nan
+    attn[0, 4, 0, 0, 0] = nan  # inside with a NaN weight
+    out = OP(value, shapes, starts, loc, attn)
+    theirs = msda_mod.ms_deform_attn_pytorch(value, shapes, starts, loc, attn)
+    assert torch.equal(out.isnan(), theirs.isnan()) and out.isnan().any(dim=-1).sum() == 5
+    assert torch.allclose(out[~out.isnan()], theirs[~theirs.isnan()], atol=1e-12)
+    grad = torch.randn_like(out)
+    gv, gl, ga = BACKWARD_OP(value, shapes, starts, loc, attn, grad)
+    tv, tl, ta = msda_mod.ms_deform_attn_backward_pytorch(value, shapes, starts, loc, attn, grad)
+    assert torch.equal(gv.isnan(), tv.isnan()) and torch.equal(ga.isnan(), ta.isnan())
+    # where the PyTorch kernel gives a NaN location gradient, ours too (for both coordinates)
+    assert torch.equal(gl.isnan().any(-1), tl.isnan().any(-1))
+    fine = ~gl.isnan().any(-1, keepdim=True).expand_as(gl)
+    assert torch.allclose(gl[fine], tl[fine], atol=1e-12)
+    assert torch.allclose(gv.nan_to_num(), tv.nan_to_num(), atol=1e-12)
+    assert torch.allclose(ga.nan_to_num(), ta.nan_to_num(), atol=1e-12)
+
+
 def test_compiled_rejects_bad_arguments(compiled):
     value, shapes, starts, loc, attn = _inputs(dtype=torch.float32)
     with pytest.raises(RuntimeError, match="value's dtype"):

@@ -8,7 +8,8 @@
 //   out[n, q, m, :] = sum_{l, p} a[n, q, m, l, p] * bilinear(value_l[n, :, :, m, :], x, y)
 //   x = loc_x * W_l - 0.5,  y = loc_y * H_l - 0.5   (grid_sample, align_corners=False)
 //
-// with each of the four corners outside the H_l x W_l map contributing zero (zero padding).
+// with each of the four corners outside the H_l x W_l map contributing zero (zero padding);
+// a non-finite location or weight makes the output NaN, as in the PyTorch kernel.
 // value is read in its own [N, S, M, Dh] layout: a corner is Dh contiguous numbers, and the
 // innermost loops run over them (vectorised by the compiler). Accumulation is in
 // at::opmath_type (float for bfloat16 / half, else the dtype itself).
@@ -25,6 +26,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <tuple>
 #include <vector>
 
@@ -94,6 +96,7 @@ struct Corners {
   acc_t w[4];         // (x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)
   int64_t off[4];
   bool any;           // false: every corner outside (or a non-finite location)
+  bool finite;        // the location is finite
 };
 
 template <typename acc_t>
@@ -106,7 +109,11 @@ inline Corners<acc_t> corners(acc_t lx, acc_t ly, const Level& lv, int64_t row /
   // this also keeps the integer conversion below in range.
   c.any = x >= acc_t(-1) && x < static_cast<acc_t>(lv.w) && y >= acc_t(-1) &&
           y < static_cast<acc_t>(lv.h);
-  if (!c.any) return c;
+  if (!c.any) {
+    c.finite = std::isfinite(x) && std::isfinite(y);
+    return c;
+  }
+  c.finite = true;
   const acc_t x0f = std::floor(x), y0f = std::floor(y);
   c.fx = x - x0f;
   c.fy = y - y0f;
@@ -150,14 +157,20 @@ MSDA_CLONES void forward_range(const scalar_t* value, const scalar_t* loc, const
       const scalar_t* attn_p = attn + nqm * lp;
       acc_t* a = acc.data();
       for (int64_t d = 0; d < dh; ++d) a[d] = acc_t(0);
+      bool nan = false;
       for (int64_t l = 0; l < z.l; ++l) {
         for (int64_t p = 0; p < z.p; ++p) {
           const int64_t i = l * z.p + p;
           const Corners<acc_t> c = corners<acc_t>(static_cast<acc_t>(loc_p[2 * i]),
                                                   static_cast<acc_t>(loc_p[2 * i + 1]),
                                                   levels[l], row, m * dh);
-          if (!c.any) continue;
           const acc_t w = static_cast<acc_t>(attn_p[i]);
+          if (!c.any) {
+            // a point outside adds 0, unless its location or weight is not finite: NaN then,
+            // as from the PyTorch kernel (a NaN must not vanish into a zero)
+            nan = nan || !c.finite || !std::isfinite(w);
+            continue;
+          }
           const acc_t w0 = w * c.w[0], w1 = w * c.w[1], w2 = w * c.w[2], w3 = w * c.w[3];
           const scalar_t* v0 = c.off[0] >= 0 ? v_n + c.off[0] : zeros.data();
           const scalar_t* v1 = c.off[1] >= 0 ? v_n + c.off[1] : zeros.data();
@@ -168,6 +181,9 @@ MSDA_CLONES void forward_range(const scalar_t* value, const scalar_t* loc, const
                     w2 * static_cast<acc_t>(v2[d]) + w3 * static_cast<acc_t>(v3[d]);
           }
         }
+      }
+      if (nan) {
+        for (int64_t d = 0; d < dh; ++d) a[d] = std::numeric_limits<acc_t>::quiet_NaN();
       }
       scalar_t* o = out + nqm * dh;
       for (int64_t d = 0; d < dh; ++d) o[d] = static_cast<scalar_t>(a[d]);
@@ -229,12 +245,14 @@ MSDA_CLONES void backward_range(const scalar_t* value, const scalar_t* loc,
         const Corners<acc_t> c = corners<acc_t>(static_cast<acc_t>(loc[2 * i]),
                                                 static_cast<acc_t>(loc[2 * i + 1]), lv,
                                                 row, m * dh);
-        if (!c.any) {
-          grad_attn[i] = scalar_t(0);
-          grad_loc[2 * i] = grad_loc[2 * i + 1] = scalar_t(0);
+        const acc_t w = static_cast<acc_t>(attn[i]);
+        if (!c.any) {  // zero gradients; NaN where the forward gave NaN (see there)
+          constexpr acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
+          grad_attn[i] = static_cast<scalar_t>(c.finite ? acc_t(0) : nan);
+          grad_loc[2 * i] = grad_loc[2 * i + 1] =
+              static_cast<scalar_t>(c.finite && std::isfinite(w) ? acc_t(0) : nan);
           continue;
         }
-        const acc_t w = static_cast<acc_t>(attn[i]);
         const scalar_t* v0 = c.off[0] >= 0 ? v_n + c.off[0] : zeros.data();
         const scalar_t* v1 = c.off[1] >= 0 ? v_n + c.off[1] : zeros.data();
         const scalar_t* v2 = c.off[2] >= 0 ? v_n + c.off[2] : zeros.data();
