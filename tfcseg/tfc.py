@@ -52,8 +52,10 @@ def unit_features(xhat: torch.Tensor) -> torch.Tensor:
 
 
 def similarity_from_rows(unit_k: torch.Tensor, unit_t: torch.Tensor) -> torch.Tensor:
-    """The same from unit rows [N, r] x 2 -> [N]."""
-    return 1.0 - 0.5 * (unit_k - unit_t).pow(2).sum(-1)
+    """The same from unit rows [N, r] x 2 -> [N]; overwrites unit_t (in place: these are
+    large, and fresh allocations cost more than the arithmetic)."""
+    diff = unit_t.sub_(unit_k)
+    return torch.linalg.vector_norm(diff, dim=1).square_().mul_(-0.5).add_(1.0)
 
 
 def similarity_from_units(unit_k: torch.Tensor, unit_t: torch.Tensor) -> torch.Tensor:
@@ -218,7 +220,8 @@ def _unit_rows(model, level: int, x1_rows: torch.Tensor, up2_rows: torch.Tensor)
     """u = x̂^l / |x̂^l| as rows [B*h4*w4, r] in the reduced basis (fp32, outside autocast)."""
     rw_t, r_b = similarity_basis(model, level)
     src = x1_rows if level == 1 else up2_rows
-    return F.normalize(torch.addmm(r_b, src.float(), rw_t), dim=1)
+    y = torch.addmm(r_b, src.float(), rw_t)
+    return y.div_(torch.linalg.vector_norm(y, dim=1, keepdim=True).clamp_min_(1e-12))
 
 
 def _state_unit(model, state: KeyframeState, level: int) -> torch.Tensor:
