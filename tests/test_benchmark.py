@@ -38,6 +38,7 @@ def test_benchmark_command_json(tmp_path, precision):
     assert [row["share"] for row in r["msda_sweep"]] == [0.1, 0.2, 0.4, 1.0]
     # same weights, same input: tfcseg's fp32 SegFormer labels are transformers' labels
     assert r["transformers"]["segformer_label_agreement"] > 0.999
+    assert r["transformers"]["clip_ms"]["repeats"] == r["modes"]["tfc"]["clip_ms"]["repeats"] == 1
     if precision == "bf16":
         assert all(0.5 < m["label_agreement_vs_fp32"] <= 1 for m in r["modes"].values())
 

@@ -176,9 +176,9 @@ def _params(module: torch.nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-def _clip_fps(model, frames, mode: str, settings: BenchmarkSettings) -> tuple[float, list[np.ndarray], float]:
-    """Frames/s of a whole clip through `VideoSegmenter` (preprocessing, model, labels at the
-    frame size), median over repeats; also the labels and the mean MSDA share."""
+def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings) -> tuple[Callable[[], None], dict]:
+    """A function that runs the whole clip through `VideoSegmenter` (preprocessing, model,
+    labels at the frame size) and the dict it leaves the labels and mean MSDA share in."""
     from .video import VideoSegmenter
 
     seg = VideoSegmenter(model, keyframe_interval=settings.keyframe_interval, mode=mode,
@@ -191,8 +191,29 @@ def _clip_fps(model, frames, mode: str, settings: BenchmarkSettings) -> tuple[fl
         out["labels"] = [r.labels for r in results]
         out["share"] = float(np.mean([r.msda_share for r in results if not r.is_keyframe] or [0.0]))
 
-    t = time_fn(run, model.device, repeats=settings.repeats, warmup=1)
-    return len(frames) / (t.median_ms / 1000), out["labels"], out["share"]
+    return run, out
+
+
+def time_interleaved(runners: dict[str, Callable[[], Any]], device: torch.device,
+                     repeats: int, warmup: int = 1) -> dict[str, Timing]:
+    """Like `time_fn` for several functions, taking turns (a, b, c, a, b, c, ...), so that a
+    slow spell of a shared machine hits all of them alike and their ratios stay meaningful."""
+    for _ in range(warmup):
+        for fn in runners.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, fn in runners.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append((time.perf_counter() - start) * 1000)
+    result = {}
+    for name, ts in times.items():
+        q = np.percentile(ts, [10, 90])
+        result[name] = Timing(statistics.median(ts), float(q[0]), float(q[1]), repeats)
+    return result
 
 
 def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -245,24 +266,44 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
         result["latency"] = lat
 
         peak_memory_reset(device)
+        say(f"clip of {len(frames)} frames: " + ", ".join(MODES)
+            + (" and transformers, in turn" if settings.compare_hf else ""))
+        runners, outs = {}, {}
+        for mode in MODES:
+            runners[mode], outs[mode] = _clip_runner(model, frames, mode, settings)
+            runners[mode]()  # warm-up, and the peak memory below is tfcseg's alone
+        peak_mb = peak_memory_mb(device)
+        if settings.compare_hf:
+            hf = hf_reference(model, device)
+            hf_pixels = [preprocess(f, None, device) for f in frames]
+            outs["transformers"] = {}
+
+            def run_hf() -> None:
+                outs["transformers"]["labels"] = [hf_labels(hf, p, settings.size)[0].cpu().numpy()
+                                                  for p in hf_pixels]
+
+            runners["transformers"] = run_hf
+            run_hf()  # warm-up
+        clip_times = time_interleaved(runners, device, settings.repeats, warmup=0)
         modes: dict[str, Any] = {}
         labels: dict[str, list[np.ndarray]] = {}
         for mode in MODES:
-            say(f"clip of {len(frames)} frames, mode {mode}")
-            fps, labels[mode], share = _clip_fps(model, frames, mode, settings)
-            modes[mode] = {"fps": fps, "msda_share": share}
+            modes[mode] = {"fps": len(frames) / (clip_times[mode].median_ms / 1000),
+                           "msda_share": outs[mode]["share"], "clip_ms": clip_times[mode].as_dict()}
+            labels[mode] = outs[mode]["labels"]
         result["modes"] = modes
-        result["peak_memory_mb"] = peak_memory_mb(device)
+        result["peak_memory_mb"] = peak_mb
 
         fp32_labels = dict(labels)  # replaced below when running in reduced precision
         if settings.precision != "fp32":
             say("fp32 reference labels")
-            ref = replace(settings, precision="fp32", repeats=1)
+            ref = replace(settings, precision="fp32")
             for mode in MODES:
-                _, ref_labels, _ = _clip_fps(model, frames, mode, ref)
-                fp32_labels[mode] = ref_labels
+                run, ref_out = _clip_runner(model, frames, mode, ref)
+                run()
+                fp32_labels[mode] = ref_out["labels"]
                 modes[mode]["label_agreement_vs_fp32"] = float(np.mean(
-                    [np.mean(a == b) for a, b in zip(ref_labels, labels[mode])]))
+                    [np.mean(a == b) for a, b in zip(ref_out["labels"], labels[mode])]))
 
         if settings.msda_sweep:
             say("sparse MSDA sweep")
@@ -299,19 +340,11 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
         result["share_of_matmul_rate"] = {k: v / rate for k, v in result["achieved_macs_per_s"].items()}
 
         if settings.compare_hf:
-            say("transformers reference")
-            hf = hf_reference(model, device)
-            pixels = [preprocess(f, None, device) for f in frames]
-
-            def run_hf() -> None:
-                out["hf"] = [hf_labels(hf, p, settings.size)[0].cpu().numpy() for p in pixels]
-
-            out: dict[str, Any] = {}
-            t = time_fn(run_hf, device, repeats=settings.repeats, warmup=1)
-            hf_fps = len(frames) / (t.median_ms / 1000)
-            agree = float(np.mean([np.mean(a == b) for a, b in zip(out["hf"], fp32_labels["segformer"])]))
+            hf_fps = len(frames) / (clip_times["transformers"].median_ms / 1000)
+            agree = float(np.mean([np.mean(a == b) for a, b in
+                                   zip(outs["transformers"]["labels"], fp32_labels["segformer"])]))
             result["transformers"] = {
-                "fps": hf_fps, "precision": "fp32",
+                "fps": hf_fps, "precision": "fp32", "clip_ms": clip_times["transformers"].as_dict(),
                 "speedup": {mode: modes[mode]["fps"] / hf_fps for mode in MODES},
                 "segformer_label_agreement": agree,  # tfcseg fp32 vs transformers fp32
             }

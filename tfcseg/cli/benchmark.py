@@ -79,7 +79,8 @@ def print_report(r: dict[str, Any], console: Console) -> None:
     p = r["params"]
     console.print(f"parameters: {p['total'] / 1e6:.2f} M (encoder {p['encoder'] / 1e6:.2f} M, of which "
                   f"stages 1-2 {p['encoder_stages_1_2'] / 1e6:.2f} M; decoder {p['decoder'] / 1e6:.2f} M; "
-                  f"MSDA {p['msda'] / 1e6:.2f} M) · peak memory {r['peak_memory_mb'] or 0:.0f} MB")
+                  f"MSDA {p['msda'] / 1e6:.2f} M) · peak memory {r['peak_memory_mb'] or 0:.0f} MB"
+                  + (" (process RSS)" if r["device"] == "cpu" else " (allocated)"))
     rate = r["matmul_macs_per_s"]
     achieved = ", ".join(f"{k} {v / 1e9:.1f} GMAC/s ({100 * r['share_of_matmul_rate'][k]:.0f}%)"
                          for k, v in r["achieved_macs_per_s"].items())
@@ -104,7 +105,8 @@ def benchmark(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast)."),
     frames: int = typer.Option(16, "--frames", min=2, help="Frames of the timed clip per mode."),
-    repeats: int = typer.Option(3, "--repeats", min=1, help="Timed repeats (median reported)."),
+    repeats: int = typer.Option(3, "--repeats", min=1, help="Timed repeats (median reported); the "
+                                "clip runs of the modes and transformers take turns."),
     compare_hf: bool = typer.Option(False, "--compare-hf", help="Also time transformers' SegFormer "
                                     "on the same weights and input, and print ratios."),
     msda_sweep: bool = typer.Option(True, "--msda-sweep/--no-msda-sweep", help="Time sparse MSDA at "
