@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TFCOptions
-from .decoder import no_autocast, resize, to_image, to_logits, tokens
+from .decoder import no_autocast, resize, to_image, to_logits, tokens, upsample_tokens
 from .msda import MSDeformAttn, level_layout, pixel_centres
 
 
@@ -202,7 +202,7 @@ def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     columns, so <M ũ, M ṽ> = <R ũ, R ṽ> (ũ = [u; 1]): the cosine of two projected features
     is the cosine of their images under R, in C_l + 1 dimensions instead of D (65 instead of
     256 for B0's level 2). Bilinear resizing commutes with the affine map (its weights sum
-    to 1), so resizing x^l first and mapping after gives the same x̂^l cosines."""
+    to 1), so the map is applied at the level's own resolution and its r channels resized."""
     dec = model.decoder
     lin = dec.linear_c[level - 1]
     key = (level, id(lin.weight), lin.weight._version, id(lin.bias), lin.bias._version)
@@ -216,11 +216,15 @@ def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cache[key]
 
 
-def _unit_rows(model, level: int, x1_rows: torch.Tensor, up2_rows: torch.Tensor) -> torch.Tensor:
-    """u = x̂^l / |x̂^l| as rows [B*h4*w4, r] in the reduced basis (fp32, outside autocast)."""
+def _unit_rows(model, level: int, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    """u = x̂^l / |x̂^l| as rows [B*h4*w4, r] in the reduced basis (fp32, outside autocast).
+    Level 2 is mapped at its own resolution and then resized (r channels: 4x fewer rows
+    through the matmul than mapping after the resize)."""
     rw_t, r_b = similarity_basis(model, level)
-    src = x1_rows if level == 1 else up2_rows
-    y = torch.addmm(r_b, src.float(), rw_t)
+    x = x1 if level == 1 else x2
+    y = torch.addmm(r_b, tokens(x).float(), rw_t)  # [B*h_l*w_l, r]
+    if level == 2:
+        y = upsample_tokens(to_image(y, x.shape[0], *x.shape[-2:]), tuple(x1.shape[-2:]))
     return y.div_(torch.linalg.vector_norm(y, dim=1, keepdim=True).clamp_min_(1e-12))
 
 
@@ -228,8 +232,7 @@ def _state_unit(model, state: KeyframeState, level: int) -> torch.Tensor:
     key = f"unit{level}"
     if key not in state.cache:
         with no_autocast(state.x1):
-            x1_rows, up2_rows = model.decoder.level_rows(state.x1, state.x2, state.base.dtype)
-            state.cache[key] = _unit_rows(model, level, x1_rows, up2_rows)
+            state.cache[key] = _unit_rows(model, level, state.x1, state.x2)
     return state.cache[key]
 
 
@@ -286,7 +289,7 @@ def non_keyframe(model, pixels: torch.Tensor, state: KeyframeState,
     msda = _msda_enabled(model, options)
     with no_autocast(x1):
         x1_rows, up2_rows = dec.level_rows(x1, x2, state.base.dtype)  # [B*h4*w4, C_1 / C_2]
-        unit_t = _unit_rows(model, level, x1_rows, up2_rows)
+        unit_t = _unit_rows(model, level, x1, x2)
         similarity = similarity_from_rows(unit_k, unit_t).view(b, *size)  # [B, h4, w4]
         select = similarity < options.msda_threshold if msda else None  # strictly below
         count = int(select.sum()) if msda else 0
