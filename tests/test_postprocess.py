@@ -20,5 +20,15 @@ def test_fast_labels_equal_plain(low, size, smooth):
         logits = torch.randn(2, 6, *low)
     fast = labels_from_logits(logits, size)
     plain = labels_from_logits_plain(logits, size)
-    assert fast.shape == (2, *size)
-    assert torch.equal(fast, plain)
+    assert fast.shape == (2, *size) and fast.dtype == torch.uint8
+    assert torch.equal(fast.long(), plain)
+    # channels-last logits (what the model returns) give the same labels
+    cl = labels_from_logits(logits.contiguous(memory_format=torch.channels_last), size)
+    assert torch.equal(cl, fast)
+
+
+def test_many_classes_keep_int64_labels():
+    logits = torch.randn(1, 300, 6, 7)
+    fast = labels_from_logits(logits, (11, 13))
+    assert fast.dtype == torch.int64
+    assert torch.equal(fast, labels_from_logits_plain(logits, (11, 13)))

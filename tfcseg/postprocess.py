@@ -30,40 +30,44 @@ def _source_coords(out: int, inp: int, device: torch.device) -> tuple[torch.Tens
 
 
 def labels_from_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """argmax over classes of `logits` [B, K, h, w] bilinearly resized to `size` -> [B, H, W] long.
+    """argmax over classes of `logits` [B, K, h, w] bilinearly resized to `size` -> [B, H, W]
+    labels, uint8 when K <= 256 (else int64).
 
     Equal to `F.interpolate(logits, size, mode="bilinear").argmax(1)` up to exact ties,
-    at a fraction of the cost: the K-channel interpolation runs only on boundary pixels.
+    at a fraction of the cost: the K-channel interpolation runs only on boundary pixels, and
+    the full-size maps are bytes. Channels-last logits (the model's) need no copy.
     """
     b, k, h, w = logits.shape
     out_h, out_w = size
-    low = logits.argmax(1)  # [B, h, w]
+    low = logits.argmax(1)  # [B, h, w] int64
+    small = low.to(torch.uint8) if k <= 256 else low
     if (out_h, out_w) == (h, w):
-        return low
+        return small
     dev = logits.device
     y0, y1, ly = _source_coords(out_h, h, dev)
     x0, x1, lx = _source_coords(out_w, w, dev)
     # A low-res cell (i, j) is mixed when the labels of (i, j), (i, j+1), (i+1, j), (i+1, j+1)
     # (indices clamped at the border, as bilinear does) are not all equal.
-    right = torch.cat([low[:, :, 1:], low[:, :, -1:]], 2)
-    below = torch.cat([low[:, 1:], low[:, -1:]], 1)
+    right = torch.cat([small[:, :, 1:], small[:, :, -1:]], 2)
+    below = torch.cat([small[:, 1:], small[:, -1:]], 1)
     diag = torch.cat([right[:, 1:], right[:, -1:]], 1)
-    mixed = (low != right) | (low != below) | (low != diag)  # [B, h, w]
+    mixed = (small != right) | (small != below) | (small != diag)  # [B, h, w]
     if mixed.float().mean() > MAX_MIXED_SHARE:  # boundaries everywhere: the plain path is cheaper
-        return labels_from_logits_plain(logits, size)
+        plain = labels_from_logits_plain(logits, size)
+        return plain.to(torch.uint8) if k <= 256 else plain
     # Every output pixel's source cell is (y0, x0): take its label and mixed flag.
-    labels = low[:, y0][:, :, x0]
-    boundary = mixed[:, y0][:, :, x0]
+    labels = small.index_select(1, y0).index_select(2, x0)  # [B, H, W]
+    boundary = mixed.index_select(1, y0).index_select(2, x0)
     bi, yi, xi = boundary.nonzero(as_tuple=True)
     if bi.numel():
-        table = logits.permute(0, 2, 3, 1).reshape(b * h * w, k).contiguous()  # [B*h*w, K]
+        table = logits.permute(0, 2, 3, 1).reshape(b * h * w, k)  # [B*h*w, K]; free if channels-last
         base = bi * (h * w)
         r0, r1 = base + y0[yi] * w, base + y1[yi] * w
         c0, c1 = x0[xi], x1[xi]
         wy, wx = ly[yi, None].to(logits.dtype), lx[xi, None].to(logits.dtype)
         top = torch.lerp(table.index_select(0, r0 + c0), table.index_select(0, r0 + c1), wx)
         bot = torch.lerp(table.index_select(0, r1 + c0), table.index_select(0, r1 + c1), wx)
-        labels[bi, yi, xi] = torch.lerp(top, bot, wy).argmax(-1)
+        labels[bi, yi, xi] = torch.lerp(top, bot, wy).argmax(-1).to(labels.dtype)
     return labels
 
 
