@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).parent / "csrc" / "msda_cpu.cpp"
+# compiled into the same library: the CPU kernel of tfcseg::attention (tfcseg.attention)
+SOURCES = (SOURCE, Path(__file__).parent / "csrc" / "attention_cpu.cpp")
 ENV_SWITCH = "TFCSEG_MSDA_EXT"  # "0": never build or load, use the PyTorch kernels
 # No -march=native: the cached file must run on any x86-64 / aarch64 CPU the cache is shared with.
 CXXFLAGS = ["-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-DNDEBUG", "-w"]
@@ -136,13 +138,14 @@ def _torch_paths() -> tuple[list[str], list[str]]:
     return [str(torch_dir / "include")], [str(torch_dir / "lib")]
 
 
-def build_command(cxx: str, source: Path, output: Path) -> list[str]:
+def build_command(cxx: str, source: Path | list[Path], output: Path) -> list[str]:
     import torch
     includes, libs = _torch_paths()
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     cmd = [cxx, *CXXFLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
     cmd += [f"-isystem{p}" for p in includes]
-    cmd += [str(source), "-o", str(output)]
+    sources = [source] if isinstance(source, Path) else list(source)
+    cmd += [str(s) for s in sources] + ["-o", str(output)]
     cmd += [f"-L{p}" for p in libs] + [f"-Wl,-rpath,{p}" for p in libs] + ["-lc10", "-ltorch_cpu"]
     return cmd
 
@@ -167,21 +170,24 @@ def _load() -> ExtStatus:
         return ExtStatus(False, _DISABLED)
     if not sys.platform.startswith("linux"):
         return ExtStatus(False, f"only built on Linux, not {sys.platform}")
-    if not SOURCE.is_file():
-        return ExtStatus(False, f"source {SOURCE} missing from the installation")
+    for src in SOURCES:
+        if not src.is_file():
+            return ExtStatus(False, f"source {src} missing from the installation")
     cxx = find_compiler()
     if cxx is None:
         wanted = f"$CXX={os.environ['CXX']!r}" if os.environ.get("CXX") else "g++ or c++"
         return ExtStatus(False, f"no C++ compiler found ({wanted} on PATH)")
-    source_bytes = SOURCE.read_bytes()
+    sources = [src.read_bytes() for src in SOURCES]
+    source_bytes = b"\0".join(sources)
     directory = cache_dir()
     path = directory / f"msda_cpu-{_cache_key(cxx, source_bytes)}.so"
     import torch
-    import tfcseg.msda  # noqa: F401 - the schemas must be defined before the kernels register
+    import tfcseg.attention  # noqa: F401 - the schemas must be defined before the kernels
+    import tfcseg.msda  # noqa: F401 - register
     while True:
         build_s = None
         if not path.is_file():
-            build_s = _build(cxx, source_bytes, directory, path)
+            build_s = _build(cxx, sources, directory, path)
             if isinstance(build_s, str):
                 return ExtStatus(False, build_s)
         try:
@@ -197,7 +203,7 @@ def _load() -> ExtStatus:
         return ExtStatus(True, "built" if build_s is not None else "cached", str(path), build_s)
 
 
-def _build(cxx: str, source_bytes: bytes, directory: Path, path: Path) -> float | str:
+def _build(cxx: str, sources: list[bytes], directory: Path, path: Path) -> float | str:
     """Compile to a temporary file next to `path`, then rename it into place (atomic: a
     concurrent process sees either no file or a whole one). Returns the build time in s, or
     why it failed."""
@@ -209,14 +215,15 @@ def _build(cxx: str, source_bytes: bytes, directory: Path, path: Path) -> float 
     fd, tmp_name = tempfile.mkstemp(prefix=path.stem + "-", suffix=".so.tmp", dir=directory)
     os.close(fd)
     tmp = Path(tmp_name)
-    src = tmp.with_suffix(".cpp")
+    srcs = [tmp.with_name(f"{tmp.stem}-{i}.cpp") for i in range(len(sources))]
     _log.info("tfcseg: building the MSDA CPU kernel into %s (once; about 10 s)", path)
     t0 = time.perf_counter()
     try:
         # (with a #line, so that messages name the real file)
-        quoted = str(SOURCE).replace("\\", "\\\\").replace('"', '\\"')
-        src.write_bytes(f'#line 1 "{quoted}"\n'.encode() + source_bytes)
-        proc = subprocess.run(build_command(cxx, src, tmp), capture_output=True, text=True,
+        for origin, src, source_bytes in zip(SOURCES, srcs, sources):
+            quoted = str(origin).replace("\\", "\\\\").replace('"', '\\"')
+            src.write_bytes(f'#line 1 "{quoted}"\n'.encode() + source_bytes)
+        proc = subprocess.run(build_command(cxx, srcs, tmp), capture_output=True, text=True,
                               timeout=BUILD_TIMEOUT_S)
         if proc.returncode != 0:
             return f"{Path(cxx).name} failed: {_one_line(proc.stderr or proc.stdout)}"
@@ -227,6 +234,6 @@ def _build(cxx: str, source_bytes: bytes, directory: Path, path: Path) -> float 
     except OSError as exc:
         return f"build failed: {exc}"
     finally:
-        for leftover in (tmp, src):
+        for leftover in (tmp, *srcs):
             leftover.unlink(missing_ok=True)
     return time.perf_counter() - t0

@@ -1,0 +1,57 @@
+"""Softmax attention as a registered op, `tfcseg::attention(q, k, v)`, for SegFormer's encoder.
+
+softmax(q k^T / sqrt(d)) v for q [B, M, N, d], k / v [B, M, S, d] -> [B, M, N, d]. The op has
+a pure-PyTorch kernel (`F.scaled_dot_product_attention`, CompositeExplicitAutograd: every
+device) and, on CPU, a compiled kernel (`tfcseg/csrc/attention_cpu.cpp`) for bfloat16 inputs
+on CPUs with AVX512-BF16 (dot products with vdpbf16ps, fp32 softmax and sums; about 2x
+PyTorch's bf16 kernel at SegFormer's shapes); it is built and loaded together with the MSDA
+kernels by `tfcseg.msda_ext` (one library, one cache entry, the same switch
+`TFCSEG_MSDA_EXT=0`). The compiled kernel runs PyTorch's SDPA itself for what it does not
+cover (other dtypes, CPUs without the instructions, d not a multiple of 16 or > 128,
+S > 4096). The result may be a non-contiguous view ([B, N, M, d] memory).
+
+`fast_cpu_attention(q, k, v)` is what `mit.EfficientSelfAttention` calls: the op when the
+compiled kernel would run (no autograd, CPU bf16 tensors, kernel loaded, not disabled by
+`TFCSEG_ATTN_EXT=0`), else None (the caller keeps F.scaled_dot_product_attention).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from . import msda  # noqa: F401 - defines the "tfcseg" library the op joins
+from . import msda_ext
+
+ENV_SWITCH = "TFCSEG_ATTN_EXT"  # "0": SegFormer keeps F.scaled_dot_product_attention
+
+_LIB = torch.library.Library("tfcseg", "FRAGMENT")
+_LIB.define("attention(Tensor q, Tensor k, Tensor v) -> Tensor")
+
+
+def attention_pytorch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The op's pure-PyTorch kernel."""
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+_LIB.impl("attention", attention_pytorch, "CompositeExplicitAutograd")
+
+
+def enabled() -> bool:
+    """Whether `fast_cpu_attention` may use the compiled kernel (not switched off)."""
+    return os.environ.get(ENV_SWITCH, "").strip() != "0"
+
+
+def fast_cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """The compiled op's result for CPU bfloat16 inference, else None (use SDPA)."""
+    if (q.dtype != torch.bfloat16 or q.device.type != "cpu" or torch.is_grad_enabled()
+            or k.dtype != torch.bfloat16 or v.dtype != torch.bfloat16 or not enabled()
+            or torch.compiler.is_compiling()):
+        return None
+    if not msda_ext.tried():
+        msda_ext.load()  # builds (once per cache) or loads the CPU kernels; never raises
+    if not msda_ext.status().active:
+        return None
+    return torch.ops.tfcseg.attention(q, k, v)

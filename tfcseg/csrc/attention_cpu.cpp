@@ -1,0 +1,274 @@
+// CPU kernel of the op tfcseg::attention(q, k, v) = softmax(q k^T / sqrt(d)) v.
+//
+// The schema and the pure-PyTorch kernel (F.scaled_dot_product_attention, every device) are
+// in tfcseg/attention.py; tfcseg/msda_ext.py compiles this file together with msda_cpu.cpp
+// into one library. q [B, M, N, d], k / v [B, M, S, d] (any strides with the last dimension
+// contiguous) -> [B, M, N, d], returned as a view of [B, N, M, d] memory (what SegFormer's
+// attention reshapes to next, without a copy).
+//
+// The fast path (bfloat16 tensors, a CPU with AVX512-BF16, d a multiple of 16 and <= 128,
+// S <= 4096) computes, per (b, m) and block of QB queries:
+//   scores  = q k^T with vdpbf16ps (bf16 products, fp32 sums), 16 keys per vector lane set;
+//   softmax = exp2((s - max) * log2(e) / sqrt(d)) in fp32 (own polynomial exp2, rel. error
+//             ~1e-7), normalised by the fp32 sum at the end;
+//   out     = p v with vdpbf16ps (the probabilities rounded to bf16, fp32 sums), written as
+//             bf16.
+// k and v are repacked once per (b, m): k as [S/16][d/2][16 keys][2], v as [S/2][d][2 keys],
+// the layouts vdpbf16ps's pairs want. Everything else (other dtypes, CPUs without BF16
+// instructions, other shapes) runs at::scaled_dot_product_attention.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define TFC_ATTN_X86 1
+#endif
+
+namespace {
+
+constexpr int64_t QB = 32;          // queries per task
+constexpr int64_t MAX_S = 4096;     // longer key sequences: PyTorch's kernel
+
+#ifdef TFC_ATTN_X86
+#define TFC_BF16 __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl,avx512dq")))
+
+struct Dims {
+  int64_t n, s, d, s32;                 // s32: s rounded up to 32
+  int64_t q_sb, q_sm, q_sn;             // strides of q (elements)
+  int64_t k_sb, k_sm, k_sn, v_sb, v_sm, v_sn;
+  int64_t m;
+};
+
+TFC_BF16 static inline __m512 exp2_ps(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-127.0f));
+  const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, n);  // [-0.5, 0.5]
+  __m512 p = _mm512_set1_ps(1.5403530393381608e-4f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129107628477e-3f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-2f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402265069591007e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471805599453e-1f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+TFC_BF16 static inline __m512bh as_bh(__m512i x) { return (__m512bh)x; }
+
+// k [S, d] -> kp [S32/16][d/2][16][2];  v [S, d] -> vp [S32/2][d][2] (zero padded)
+TFC_BF16 static void pack_kv(const uint16_t* k, const uint16_t* v, int64_t k_sn, int64_t v_sn,
+                             const Dims& z, uint16_t* kp, uint16_t* vp) {
+  const int64_t d = z.d, half = d / 2;
+  std::memset(kp, 0, sizeof(uint16_t) * z.s32 * d);
+  std::memset(vp, 0, sizeof(uint16_t) * z.s32 * d);
+  for (int64_t j = 0; j < z.s; ++j) {
+    const uint16_t* kr = k + j * k_sn;
+    uint16_t* kb = kp + (j / 16) * half * 32 + (j % 16) * 2;
+    for (int64_t p = 0; p < half; ++p) {
+      kb[p * 32] = kr[2 * p];
+      kb[p * 32 + 1] = kr[2 * p + 1];
+    }
+    const uint16_t* vr = v + j * v_sn;
+    uint16_t* vb = vp + (j / 2) * d * 2 + (j % 2);
+    for (int64_t i = 0; i < d; ++i) vb[2 * i] = vr[i];
+  }
+}
+
+// G queries at a time, DV = d / 16 output vectors per query
+template <int DV>
+TFC_BF16 static void block(const uint16_t* qblk, int64_t nq, const uint16_t* kp,
+                           const uint16_t* vp, const Dims& z, float* sc, uint16_t* pr,
+                           float* sums, uint16_t* out, int64_t out_sn) {
+  constexpr int G = DV <= 4 ? 4 : 2;
+  const int64_t d = z.d, half = d / 2, s32 = z.s32, s = z.s;
+  const int64_t nq_pad = (nq + G - 1) / G * G;
+  // ---- scores [nq_pad][s32] ----
+  for (int64_t g0 = 0; g0 < nq_pad; g0 += 4) {
+    const uint16_t* q0 = qblk + g0 * d;
+    for (int64_t kb = 0; kb < s32 / 16; kb += 2) {
+      __m512 acc[4][2];
+      for (int g = 0; g < 4; ++g) acc[g][0] = acc[g][1] = _mm512_setzero_ps();
+      const uint16_t* k0 = kp + kb * half * 32;
+      const uint16_t* k1 = k0 + half * 32;
+      for (int64_t p = 0; p < half; ++p) {
+        const __m512bh ka = as_bh(_mm512_loadu_si512(k0 + p * 32));
+        const __m512bh kc = as_bh(_mm512_loadu_si512(k1 + p * 32));
+        for (int g = 0; g < 4; ++g) {
+          int32_t pair;
+          std::memcpy(&pair, q0 + g * d + 2 * p, 4);
+          const __m512bh qb = as_bh(_mm512_set1_epi32(pair));
+          acc[g][0] = _mm512_dpbf16_ps(acc[g][0], qb, ka);
+          acc[g][1] = _mm512_dpbf16_ps(acc[g][1], qb, kc);
+        }
+      }
+      for (int g = 0; g < 4; ++g) {
+        _mm512_storeu_ps(sc + (g0 + g) * s32 + kb * 16, acc[g][0]);
+        _mm512_storeu_ps(sc + (g0 + g) * s32 + kb * 16 + 16, acc[g][1]);
+      }
+    }
+  }
+  // ---- softmax numerators (bf16) and fp32 sums ----
+  const float scale = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(d)));
+  const __m512 vscale = _mm512_set1_ps(scale);
+  const int64_t full = s / 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (s % 16)) - 1u);
+  for (int64_t r = 0; r < nq_pad; ++r) {
+    const float* row = sc + r * s32;
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < full; ++i) mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + 16 * i));
+    if (tail) mx = _mm512_mask_max_ps(mx, tail, mx, _mm512_maskz_loadu_ps(tail, row + 16 * full));
+    const __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    uint16_t* prow = pr + r * s32;
+    for (int64_t i = 0; i < s32 / 16; ++i) {
+      __m512 e;
+      if (i < full) {
+        e = exp2_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(row + 16 * i), vmax), vscale));
+      } else if (i == full && tail) {
+        e = exp2_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(row + 16 * i), vmax), vscale));
+        e = _mm512_maskz_mov_ps(tail, e);
+      } else {
+        e = _mm512_setzero_ps();
+      }
+      sum = _mm512_add_ps(sum, e);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(prow + 16 * i),
+                          (__m256i)_mm512_cvtneps_pbh(e));
+    }
+    sums[r] = _mm512_reduce_add_ps(sum);
+  }
+  // ---- out = p v ----
+  const int64_t pairs = (s + 1) / 2;
+  for (int64_t g0 = 0; g0 < nq_pad; g0 += G) {
+    __m512 acc[G][DV];
+    for (int g = 0; g < G; ++g)
+      for (int t = 0; t < DV; ++t) acc[g][t] = _mm512_setzero_ps();
+    for (int64_t jp = 0; jp < pairs; ++jp) {
+      __m512bh vv[DV];
+      for (int t = 0; t < DV; ++t) vv[t] = as_bh(_mm512_loadu_si512(vp + (jp * d + 16 * t) * 2));
+      for (int g = 0; g < G; ++g) {
+        int32_t pair;
+        std::memcpy(&pair, pr + (g0 + g) * s32 + 2 * jp, 4);
+        const __m512bh pb = as_bh(_mm512_set1_epi32(pair));
+        for (int t = 0; t < DV; ++t) acc[g][t] = _mm512_dpbf16_ps(acc[g][t], pb, vv[t]);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      if (g0 + g >= nq) break;
+      const __m512 inv = _mm512_set1_ps(1.0f / sums[g0 + g]);
+      uint16_t* o = out + (g0 + g) * out_sn;
+      for (int t = 0; t < DV; ++t) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 16 * t),
+                            (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[g][t], inv)));
+      }
+    }
+  }
+}
+
+using BlockFn = void (*)(const uint16_t*, int64_t, const uint16_t*, const uint16_t*,
+                         const Dims&, float*, uint16_t*, float*, uint16_t*, int64_t);
+
+BlockFn block_fn(int64_t d) {
+  switch (d / 16) {
+    case 1: return &block<1>;
+    case 2: return &block<2>;
+    case 3: return &block<3>;
+    case 4: return &block<4>;
+    case 5: return &block<5>;
+    case 6: return &block<6>;
+    case 7: return &block<7>;
+    case 8: return &block<8>;
+    default: return nullptr;
+  }
+}
+
+bool cpu_has_bf16() {
+  static const bool has = __builtin_cpu_supports("avx512bf16") &&
+                          __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return has;
+}
+
+at::Tensor attention_bf16(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {
+  const at::Tensor q = q_in.stride(3) == 1 ? q_in : q_in.contiguous();
+  const at::Tensor k = k_in.stride(3) == 1 ? k_in : k_in.contiguous();
+  const at::Tensor v = v_in.stride(3) == 1 ? v_in : v_in.contiguous();
+  const int64_t b = q.size(0), m = q.size(1);
+  Dims z{};
+  z.n = q.size(2);
+  z.s = k.size(2);
+  z.d = q.size(3);
+  z.m = m;
+  z.s32 = (z.s + 31) / 32 * 32;
+  z.q_sb = q.stride(0); z.q_sm = q.stride(1); z.q_sn = q.stride(2);
+  z.k_sb = k.stride(0); z.k_sm = k.stride(1); z.k_sn = k.stride(2);
+  z.v_sb = v.stride(0); z.v_sm = v.stride(1); z.v_sn = v.stride(2);
+  at::Tensor out = at::empty({b, z.n, m, z.d}, q.options());  // [B, N, M, d] memory
+  if (z.n == 0 || b == 0 || m == 0) return out.permute({0, 2, 1, 3});
+  const uint16_t* qd = reinterpret_cast<const uint16_t*>(q.data_ptr());
+  const uint16_t* kd = reinterpret_cast<const uint16_t*>(k.data_ptr());
+  const uint16_t* vd = reinterpret_cast<const uint16_t*>(v.data_ptr());
+  uint16_t* od = reinterpret_cast<uint16_t*>(out.data_ptr());
+  const int64_t bm = b * m, packed = z.s32 * z.d;
+  std::vector<uint16_t> kp(bm * packed), vp(bm * packed);
+  at::parallel_for(0, bm, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t bi = i / m, mi = i % m;
+      pack_kv(kd + bi * z.k_sb + mi * z.k_sm, vd + bi * z.v_sb + mi * z.v_sm, z.k_sn, z.v_sn, z,
+              kp.data() + i * packed, vp.data() + i * packed);
+    }
+  });
+  const BlockFn fn = block_fn(z.d);
+  const int64_t nblocks = (z.n + QB - 1) / QB;
+  const int64_t out_sn = m * z.d;
+  at::parallel_for(0, bm * nblocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> sc(QB * z.s32), sums(QB);
+    std::vector<uint16_t> pr(QB * z.s32), qbuf(QB * z.d, 0);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t i = t / nblocks, blk = t % nblocks;
+      const int64_t bi = i / m, mi = i % m;
+      const int64_t n0 = blk * QB, nq = std::min<int64_t>(QB, z.n - n0);
+      const uint16_t* qsrc = qd + bi * z.q_sb + mi * z.q_sm + n0 * z.q_sn;
+      for (int64_t r = 0; r < nq; ++r)
+        std::memcpy(qbuf.data() + r * z.d, qsrc + r * z.q_sn, sizeof(uint16_t) * z.d);
+      if (nq < QB) std::memset(qbuf.data() + nq * z.d, 0, sizeof(uint16_t) * (QB - nq) * z.d);
+      fn(qbuf.data(), nq, kp.data() + i * packed, vp.data() + i * packed, z, sc.data(),
+         pr.data(), sums.data(), od + ((bi * z.n + n0) * m + mi) * z.d, out_sn);
+    }
+  });
+  return out.permute({0, 2, 1, 3});
+}
+#endif  // TFC_ATTN_X86
+
+at::Tensor attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+              "tfcseg::attention: q, k, v must be [B, M, N, d] / [B, M, S, d], got ", q.sizes(),
+              ", ", k.sizes(), ", ", v.sizes());
+  TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == q.size(0) && k.size(1) == q.size(1) &&
+                  k.size(3) == q.size(3),
+              "tfcseg::attention: shapes do not match: q ", q.sizes(), ", k ", k.sizes(), ", v ",
+              v.sizes());
+#ifdef TFC_ATTN_X86
+  const int64_t d = q.size(3), s = k.size(2);
+  if (q.scalar_type() == at::kBFloat16 && k.scalar_type() == at::kBFloat16 &&
+      v.scalar_type() == at::kBFloat16 && d % 16 == 0 && d <= 128 && s >= 1 && s <= MAX_S &&
+      cpu_has_bf16()) {
+    return attention_bf16(q, k, v);
+  }
+#endif
+  return at::scaled_dot_product_attention(q, k, v);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tfcseg, CPU, m) {
+  m.impl("attention", &attention_cpu);
+}
