@@ -2,7 +2,9 @@
 
 `tfcseg/csrc/msda_cpu.cpp` implements `tfcseg::ms_deform_attn` and
 `tfcseg::ms_deform_attn_backward` for the CPU dispatch key (the schemas and the pure-PyTorch
-kernels, which every other device uses, are in `tfcseg.msda`). `load()` compiles it once with
+kernels, which every other device uses, are in `tfcseg.msda`); `tfcseg/csrc/attention_cpu.cpp`,
+compiled into the same library, implements `tfcseg::attention` (schema in `tfcseg.attention`,
+used by SegFormer's encoder for CPU bf16 inference). `load()` compiles them once with
 the system's C++ compiler (`$CXX`, else g++, else c++) against the installed torch's headers
 and libraries (no ninja, no pybind11) into
 `$TFCSEG_CACHE/ext` (default `~/.cache/tfcseg/ext`), under a name keyed by the source, torch's
