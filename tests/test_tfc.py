@@ -276,3 +276,45 @@ def test_training_with_no_selected_point_gives_zero_msda_gradients():
     out.logits.sum().backward()
     for name, p in model.msda.named_parameters():
         assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name
+
+
+def test_inference_path_is_differentiable():
+    """keyframe/non_keyframe with autograd on (e.g. for saliency): backward reaches the encoder."""
+    model = _model()
+    key, moved = _frames()
+    for level in (1, 2):
+        _, state = model.keyframe(key)
+        logits, info = model.non_keyframe(moved, state, _opts(model, similarity_level=level))
+        (logits.sum() + info.similarity.sum()).backward()
+        grad = model.encoder.stages[0].patch_embed.proj.weight.grad
+        assert grad is not None and grad.abs().sum() > 0
+        model.zero_grad()
+
+
+@torch.no_grad()
+def test_cached_bases_follow_dtype_changes():
+    """.double() keeps the Parameter objects: the folded head and the similarity basis must
+    still be rebuilt, in float64, matching the plain path to float64 precision."""
+    model = _model()
+    key, moved = _frames()
+    _, state = model.keyframe(key)
+    model.non_keyframe(moved, state)  # caches built in float32
+    model.double()
+    key, moved = key.double(), moved.double()
+    out = model.clip_forward(torch.stack([key, moved], 1))
+    k_logits, state = model.keyframe(key)
+    n_logits, info = model.non_keyframe(moved, state)
+    assert info.similarity.dtype == k_logits.dtype == torch.float64
+    assert (out.similarity[:, 0] - info.similarity).abs().max() < 1e-10
+    assert (out.logits[:, 1] - n_logits).abs().max() < 1e-10
+
+
+@torch.no_grad()
+def test_keyframe_logits_do_not_alias_the_state():
+    model = _model(msda=False)
+    key, moved = _frames()
+    logits, state = model.keyframe(key)
+    before, _ = model.non_keyframe(moved, state)
+    logits.mul_(0.0)  # the caller edits its copy
+    after, _ = model.non_keyframe(moved, state)
+    assert torch.equal(before, after)

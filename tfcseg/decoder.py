@@ -83,7 +83,8 @@ class AllMLPDecoder(nn.Module):
         tensors = [bn.weight, bn.bias, bn.running_mean, bn.running_var, self.linear_fuse.weight,
                    self.classifier.weight, self.classifier.bias]
         tensors += [p for lin in self.linear_c for p in (lin.weight, lin.bias)]
-        return tuple((id(t), t._version) for t in tensors)
+        # .to() / .cuda() / .double() keep Parameter objects but give them new storage
+        return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
 
     def folded(self, dtype: torch.dtype | None = None) -> FoldedHead:
         """The folded weights (see `FoldedHead`) in `dtype` (default: the weights' own),

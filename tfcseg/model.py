@@ -44,7 +44,8 @@ class TFCSegFormer(nn.Module):
 
     def image_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """SegFormer's logits [B, K, ceil(H/4), ceil(W/4)] for ImageNet-normalised pixels
-        [B, 3, H, W] of any size (the keyframe path)."""
+        [B, 3, H, W] of any size (the keyframe path). In eval mode without autograd they are
+        a channels-last tensor (the folded head's layout): `.contiguous()` before `.view()`."""
         return self.decoder(self.encoder(pixels))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,8 @@ def unit_features(xhat: torch.Tensor) -> torch.Tensor:
 def similarity_from_rows(unit_k: torch.Tensor, unit_t: torch.Tensor) -> torch.Tensor:
     """The same from unit rows [N, r] x 2 -> [N]; overwrites unit_t (in place: these are
     large, and fresh allocations cost more than the arithmetic)."""
+    if torch.is_grad_enabled() and (unit_k.requires_grad or unit_t.requires_grad):
+        return 1.0 - 0.5 * (unit_k - unit_t).pow(2).sum(-1)  # autograd keeps its inputs
     diff = unit_t.sub_(unit_k)
     return torch.linalg.vector_norm(diff, dim=1).square_().mul_(-0.5).add_(1.0)
 
@@ -196,7 +198,7 @@ def _projected_level(model, level: int, x: torch.Tensor, size) -> torch.Tensor:
 
 def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(R_w^T [C_l, r], R_b [r]) with <P_l u + b_l, P_l v + b_l> = <R_w u + R_b, R_w v + R_b>
-    for all u, v (fp32; r = min(D, C_l + 1)).
+    for all u, v (fp32, or fp64 for a float64 model; r = min(D, C_l + 1)).
 
     With M = [P_l | b_l] (D x (C_l+1)) and its QR factorisation M = Q R, Q has orthonormal
     columns, so <M ũ, M ṽ> = <R ũ, R ṽ> (ũ = [u; 1]): the cosine of two projected features
@@ -205,26 +207,36 @@ def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     to 1), so the map is applied at the level's own resolution and its r channels resized."""
     dec = model.decoder
     lin = dec.linear_c[level - 1]
-    key = (level, id(lin.weight), lin.weight._version, id(lin.bias), lin.bias._version)
+    key = (level, *(_tensor_key(t) for t in (lin.weight, lin.bias)))
     cache = dec.__dict__.setdefault("_similarity_basis", {})
     if key not in cache:
         with torch.no_grad(), torch.autocast(lin.weight.device.type, enabled=False):
             m = torch.cat([lin.weight, lin.bias[:, None]], 1).double()  # [D, C_l + 1]
-            r = torch.linalg.qr(m, mode="r").R.float()  # [r, C_l + 1]
+            dtype = torch.promote_types(lin.weight.dtype, torch.float32)  # fp32, or fp64
+            r = torch.linalg.qr(m, mode="r").R.to(dtype)  # [r, C_l + 1]
         cache.clear()  # only the current weights' bases are kept
         cache[key] = (r[:, :-1].t().contiguous(), r[:, -1].contiguous())
     return cache[key]
 
 
+def _tensor_key(t: torch.Tensor) -> tuple:
+    """Changes when t's values may have: in-place updates bump `_version`; `.to()` / `.cuda()`
+    / `.double()` keep the Parameter object but give it new storage, dtype or device."""
+    return (id(t), t._version, t.data_ptr(), t.dtype, t.device)
+
+
 def _unit_rows(model, level: int, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    """u = x̂^l / |x̂^l| as rows [B*h4*w4, r] in the reduced basis (fp32, outside autocast).
+    """u = x̂^l / |x̂^l| as rows [B*h4*w4, r] in the reduced basis (in fp32 at least, outside
+    autocast).
     Level 2 is mapped at its own resolution and then resized (r channels: 4x fewer rows
     through the matmul than mapping after the resize)."""
     rw_t, r_b = similarity_basis(model, level)
     x = x1 if level == 1 else x2
-    y = torch.addmm(r_b, tokens(x).float(), rw_t)  # [B*h_l*w_l, r]
+    y = torch.addmm(r_b, tokens(x).to(r_b.dtype), rw_t)  # [B*h_l*w_l, r]
     if level == 2:
         y = upsample_tokens(to_image(y, x.shape[0], *x.shape[-2:]), tuple(x1.shape[-2:]))
+    if torch.is_grad_enabled() and y.requires_grad:
+        return F.normalize(y, dim=1)  # out of place: autograd keeps its inputs
     return y.div_(torch.linalg.vector_norm(y, dim=1, keepdim=True).clamp_min_(1e-12))
 
 
@@ -262,7 +274,9 @@ def keyframe(model, pixels: torch.Tensor) -> tuple[torch.Tensor, KeyframeState]:
     x1 = feats[0]
     state = KeyframeState(size=tuple(pixels.shape[-2:]), x1=x1, x2=feats[1], x3=feats[2],
                           x4=feats[3], base=base, logits=rows)
-    return to_logits(rows, x1.shape[0], tuple(x1.shape[-2:])), state
+    # a copy for the caller: editing the returned logits must not change what later
+    # non-keyframes interpolate towards
+    return to_logits(rows.clone(), x1.shape[0], tuple(x1.shape[-2:])), state
 
 
 def non_keyframe(model, pixels: torch.Tensor, state: KeyframeState,
