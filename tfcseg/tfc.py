@@ -208,15 +208,14 @@ def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     dec = model.decoder
     lin = dec.linear_c[level - 1]
     key = (level, *(_tensor_key(t) for t in (lin.weight, lin.bias)))
-    cache = dec.__dict__.setdefault("_similarity_basis", {})
-    if key not in cache:
+    cache = dec.__dict__.setdefault("_similarity_basis", {})  # level -> (key, basis)
+    if level not in cache or cache[level][0] != key:
         with torch.no_grad(), torch.autocast(lin.weight.device.type, enabled=False):
             m = torch.cat([lin.weight, lin.bias[:, None]], 1).double()  # [D, C_l + 1]
             dtype = torch.promote_types(lin.weight.dtype, torch.float32)  # fp32, or fp64
             r = torch.linalg.qr(m, mode="r").R.to(dtype)  # [r, C_l + 1]
-        cache.clear()  # only the current weights' bases are kept
-        cache[key] = (r[:, :-1].t().contiguous(), r[:, -1].contiguous())
-    return cache[key]
+        cache[level] = (key, (r[:, :-1].t().contiguous(), r[:, -1].contiguous()))
+    return cache[level][1]
 
 
 def _tensor_key(t: torch.Tensor) -> tuple:
