@@ -211,9 +211,10 @@ def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     cache = dec.__dict__.setdefault("_similarity_basis", {})  # level -> (key, basis)
     if level not in cache or cache[level][0] != key:
         with torch.no_grad(), torch.autocast(lin.weight.device.type, enabled=False):
-            m = torch.cat([lin.weight, lin.bias[:, None]], 1).double()  # [D, C_l + 1]
+            # [D, C_l + 1], factorised in float64 on the CPU (some devices lack float64)
+            m = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().cpu().double()
             dtype = torch.promote_types(lin.weight.dtype, torch.float32)  # fp32, or fp64
-            r = torch.linalg.qr(m, mode="r").R.to(dtype)  # [r, C_l + 1]
+            r = torch.linalg.qr(m, mode="r").R.to(lin.weight.device, dtype)  # [r, C_l + 1]
         cache[level] = (key, (r[:, :-1].t().contiguous(), r[:, -1].contiguous()))
     return cache[level][1]
 
