@@ -175,3 +175,14 @@ def test_cli_eval_errors_are_one_line(data, tmp_path, capsys):
     assert rc == 2 and "test.txt: split file not found" in capsys.readouterr().err
     rc = main(["eval", "--data-root", str(bad), "--dataset", "cityscapes", "--predictions", str(tmp_path / "p")])
     assert rc == 2 and "unknown dataset layout" in capsys.readouterr().err
+    rc = main(["eval", "--data-root", str(bad), "--precision", "fp64", "--predictions", str(tmp_path / "p")])
+    assert rc == 2 and "--precision fp64" in capsys.readouterr().err
+
+
+def test_cli_eval_bf16(data, model, tmp_path, capsys):
+    save_checkpoint(model, tmp_path / "ckpt")
+    rc = main(["eval", "--data-root", str(data), "--model", str(tmp_path / "ckpt"), "--short-side", "0",
+               "--precision", "bf16", "--json", str(tmp_path / "r.json"), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["precision"] == "bf16" and 0 <= result["miou"] <= 1

@@ -133,6 +133,16 @@ def test_single_frame_video(tmp_path, ckpt, capsys):
     assert summary["frames"] == 1 and summary["keyframes"] == 1 and summary["mean_msda_share"] is None
 
 
+def test_bf16_precision(tmp_path, ckpt, capsys):
+    src = write_video(tmp_path / "a.mp4", noise_frames(3, 48, 40), fps=NTSC)
+    code, out, err = run_cli(capsys, src, "--model", ckpt, "--precision", "bf16", "-k", "2",
+                             "--json", tmp_path / "s.json", "-q")
+    assert code == 0, err
+    assert read_back(tmp_path / "a_tfcseg.mp4")[1] == 3
+    assert json.loads((tmp_path / "s.json").read_text())["precision"] == "bf16"
+    assert "bf16" in out
+
+
 def test_folder_of_png_frames_with_python_api(tmp_path, ckpt):
     folder = tmp_path / "clip01" / "origin"  # VSPW layout: the video is named clip01
     folder.mkdir(parents=True)
@@ -247,6 +257,7 @@ def test_bad_options(tmp_path, ckpt, capsys):
     src = write_video(tmp_path / "a.mp4", noise_frames(2, 40, 32))
     for args, needle in [(["--opacity", "1.5"], "--opacity"), (["--mode", "fast"], "--mode"),
                          (["--start", "soon"], "--start"), (["--stride", "0"], "--stride"),
+                         (["--precision", "int8"], "--precision"),
                          (["-o", tmp_path / "a.webm"], "unsupported output format")]:
         code, _, err = run_cli(capsys, src, "--model", ckpt, *args)
         assert code == 2, args

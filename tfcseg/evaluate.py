@@ -136,6 +136,7 @@ def evaluate_model(
     short_side: int | None = None,
     save_predictions: str | Path | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
     score it with the official VSPW metrics (see the module docstring for the result).
@@ -143,7 +144,8 @@ def evaluate_model(
     mode: `tfc`, `segformer` or `reuse` (see `tfcseg.video.VideoSegmenter`); a new video
     starts with a keyframe. short_side: inference short side (default: the model's,
     480 = the paper's 480x853 for VSPW). save_predictions: a folder for the predicted index
-    PNGs. Frames with a missing or unreadable file are skipped with a `DataWarning`.
+    PNGs. precision: fp32, or bf16/fp16 autocast. Frames with a missing or unreadable file
+    are skipped with a `DataWarning`.
     """
     from .video import VideoSegmenter
 
@@ -153,7 +155,8 @@ def evaluate_model(
             f"{dataset.root}: the dataset has {dataset.num_classes} classes but the model predicts "
             f"{model.num_classes}; evaluate a model trained for this dataset's classes")
     try:
-        segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode, short_side=short_side)
+        segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
+                                   short_side=short_side, precision=precision)
     except ValueError as exc:
         raise TfcsegError(str(exc)) from None
     save_dir = Path(save_predictions) if save_predictions is not None else None
@@ -188,6 +191,7 @@ def evaluate_model(
     out.update({
         "fps": timed_frames / model_seconds if model_seconds > 0 else None,
         "mode": mode, "keyframe_interval": segmenter.keyframe_interval, "short_side": segmenter.short_side,
+        "precision": precision,
         "keyframe_share": keyframes / scores.frames,
         "msda_share": float(np.mean(msda_shares)) if msda_shares else 0.0,
     })

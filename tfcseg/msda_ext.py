@@ -13,7 +13,8 @@ load the cached file. `tfcseg.msda.ms_deform_attn` calls `load()` on its first C
 
 Nobody needs a compiler: if there is none or the build fails, the ops keep their PyTorch
 kernels and one warning per process (`MSDAExtensionWarning`) says why; with
-`TFCSEG_MSDA_EXT=0` they keep them without a warning (a log line at INFO level says so).
+`TFCSEG_MSDA_EXT=0` they keep them without a warning (a DEBUG log line says so). A build is
+announced at INFO level, which the `tfcseg` command line shows on stderr.
 `status()` tells whether the compiled kernels are active.
 """
 
@@ -89,7 +90,7 @@ def load() -> ExtStatus:
             except Exception as exc:  # noqa: BLE001 - whatever happens, the PyTorch path runs
                 st = ExtStatus(False, f"{type(exc).__name__}: {_one_line(str(exc))}")
             if st.reason == _DISABLED:  # the user's choice: no warning
-                _log.info("tfcseg: compiled MSDA CPU kernel %s", st.reason)
+                _log.debug("tfcseg: compiled MSDA CPU kernel %s", st.reason)
             elif not st.active:
                 warnings.warn(f"tfcseg: compiled MSDA CPU kernel not used ({st.reason}); "
                               f"using the PyTorch kernel (slower). Set {ENV_SWITCH}=0 to use "
@@ -201,7 +202,7 @@ def _load() -> ExtStatus:
             _log.warning("tfcseg: %s does not load; building it again", path)
             path.unlink(missing_ok=True)
             continue
-        _log.info("tfcseg: compiled MSDA CPU kernel loaded from %s", path)
+        _log.debug("tfcseg: compiled MSDA CPU kernel loaded from %s", path)
         return ExtStatus(True, "built" if build_s is not None else "cached", str(path), build_s)
 
 
@@ -218,7 +219,8 @@ def _build(cxx: str, sources: list[bytes], directory: Path, path: Path) -> float
     os.close(fd)
     tmp = Path(tmp_name)
     srcs = [tmp.with_name(f"{tmp.stem}-{i}.cpp") for i in range(len(sources))]
-    _log.info("tfcseg: building the MSDA CPU kernel into %s (once; about 10 s)", path)
+    _log.info("tfcseg: compiling the CPU kernels (sparse MSDA, bf16 attention) into %s; once, "
+              "about 15 s", path)
     t0 = time.perf_counter()
     try:
         # (with a #line, so that messages name the real file)

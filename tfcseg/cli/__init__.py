@@ -7,6 +7,7 @@ in the core package. A `TfcsegError` (a user mistake) prints one line and exits 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import typer
@@ -40,6 +41,19 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """Efficient and stable video semantic segmentation (TFC on SegFormer)."""
+    _show_library_notices()
+
+
+def _show_library_notices() -> None:
+    """The package's INFO log lines (e.g. "building the CPU kernels, once, about 15 s") go to
+    stderr, so that a one-off pause is explained; library users keep Python's defaults."""
+    log = logging.getLogger("tfcseg")
+    if not any(getattr(h, "_tfcseg_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._tfcseg_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 for _name in COMMANDS:

@@ -37,7 +37,8 @@ def _print_result(result: dict[str, Any], per_class: bool) -> None:
     table.add_row("skipped frames", str(result["skipped_frames"]))
     if "fps" in result:
         table.add_row("frames/s (model)", "n/a" if result["fps"] is None else f"{result['fps']:.2f}")
-        table.add_row("mode", f"{result['mode']} (keyframe every {result['keyframe_interval']})")
+        table.add_row("mode", f"{result['mode']} (keyframe every {result['keyframe_interval']}), "
+                      f"{result.get('precision', 'fp32')}")
         table.add_row("keyframes (%)", _pct(result["keyframe_share"]))
     console = Console()
     console.print(table)
@@ -93,11 +94,15 @@ def eval_command(
                                              "(metrics as fractions in 0..1)."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print the IoU of every class."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; bf16 "
+                                  "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
     from ..evaluate import evaluate_model, score_predictions
 
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise TfcsegError(f"--precision {precision}: choose one of fp32, bf16, fp16")
     if dataset.lower() != "vspw":
         raise TfcsegError(f"--dataset {dataset}: unknown dataset layout (supported: vspw)")
     if predictions is not None and (model is not None or save_predictions is not None):
@@ -117,7 +122,7 @@ def eval_command(
             net = load_model(model, device=resolve_device(device))
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
-                                    progress=not quiet)
+                                    progress=not quiet, precision=precision)
             result["model"] = str(model) if model is not None else "default"
     if printer.hidden:
         err_console.print(f"[bold yellow]warning:[/] {printer.hidden} more warning(s) not shown "

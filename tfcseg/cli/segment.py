@@ -42,6 +42,8 @@ def segment(
     stride: int = typer.Option(1, "--stride", help="Keep every N-th frame (the output frame "
                                "rate is divided by N, so the duration is kept)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; bf16 "
+                                  "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate of a folder/glob of "
                                       "frames: 15, 29.97 or 30000/1001 (default 30); a video "
                                       "file keeps its own."),
@@ -59,7 +61,7 @@ def segment(
             input, output=output, model=model, mode=mode, keyframe_interval=keyframe_interval,
             opacity=opacity, masks_dir=masks, side_by_side=side_by_side, legend=legend,
             start=start, end=end, stride=stride, device=device, overwrite=overwrite,
-            progress=not quiet, fps=fps, console=err_console,
+            progress=not quiet, fps=fps, precision=precision, console=err_console,
         )
     # Library warnings (e.g. an untrained TFC module) once each, as one line.
     for message in dict.fromkeys(str(w.message) for w in caught
@@ -82,7 +84,7 @@ def _table(s: dict) -> Table:
         ("frames", f"{s['frames']}" + (f" ({s['lost_frames']} lost)" if s["lost_frames"] else "")),
         ("keyframes", f"{s['keyframes']} (mode {s['mode']}, interval {s['keyframe_interval']})"),
         ("mean MSDA share", "-" if share is None else f"{share:.1%} of points (non-keyframes)"),
-        ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']})"),
+        ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']}, {s['precision']})"),
         ("frame rate", s["frame_rate"]),
         ("size", f"{s['output_width']}x{s['output_height']} (source {s['width']}x{s['height']})"),
     ]
