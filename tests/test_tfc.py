@@ -318,3 +318,16 @@ def test_keyframe_logits_do_not_alias_the_state():
     logits.mul_(0.0)  # the caller edits its copy
     after, _ = model.non_keyframe(moved, state)
     assert torch.equal(before, after)
+
+
+def test_autograd_after_an_inference_mode_run():
+    """Caches first built under inference_mode (a VideoSegmenter run) serve autograd later."""
+    model = _model()
+    key, moved = _frames()
+    with torch.inference_mode():
+        _, state = model.keyframe(key)
+        model.non_keyframe(moved, state)
+    _, state = model.keyframe(key)
+    logits, info = model.non_keyframe(moved, state)
+    (logits.sum() + info.similarity.sum()).backward()
+    assert model.encoder.stages[0].patch_embed.proj.weight.grad is not None

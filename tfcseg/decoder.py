@@ -91,7 +91,10 @@ class AllMLPDecoder(nn.Module):
         built in fp32 outside autocast and cached until a weight changes."""
         key = self._fold_key()
         if self._folded is None or self._folded[0] != key:
-            with torch.no_grad(), torch.autocast(self.linear_fuse.weight.device.type, enabled=False):
+            # plain tensors even when first called under inference_mode, so that a later
+            # call with autograd on can use them
+            with torch.inference_mode(False), torch.no_grad(), \
+                    torch.autocast(self.linear_fuse.weight.device.type, enabled=False):
                 bn = self.batch_norm
                 scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # s
                 shift = bn.bias - bn.running_mean * scale  # t
@@ -109,7 +112,8 @@ class AllMLPDecoder(nn.Module):
         cache = self._folded[1]
         dtype = dtype or self.linear_fuse.weight.dtype
         if dtype not in cache:
-            cache[dtype] = next(iter(cache.values())).to(dtype)
+            with torch.inference_mode(False), torch.no_grad():
+                cache[dtype] = next(iter(cache.values())).to(dtype)
         return cache[dtype]
 
     # The folded head runs outside autocast, in one explicit dtype (`head_dtype`): its

@@ -210,7 +210,8 @@ def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     key = (level, *(_tensor_key(t) for t in (lin.weight, lin.bias)))
     cache = dec.__dict__.setdefault("_similarity_basis", {})  # level -> (key, basis)
     if level not in cache or cache[level][0] != key:
-        with torch.no_grad(), torch.autocast(lin.weight.device.type, enabled=False):
+        with torch.inference_mode(False), torch.no_grad(), \
+                torch.autocast(lin.weight.device.type, enabled=False):  # (see decoder.folded)
             # [D, C_l + 1], factorised in float64 on the CPU (some devices lack float64)
             m = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().cpu().double()
             dtype = torch.promote_types(lin.weight.dtype, torch.float32)  # fp32, or fp64
