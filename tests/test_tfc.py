@@ -331,3 +331,18 @@ def test_autograd_after_an_inference_mode_run():
     logits, info = model.non_keyframe(moved, state)
     (logits.sum() + info.similarity.sum()).backward()
     assert model.encoder.stages[0].patch_embed.proj.weight.grad is not None
+
+
+@torch.no_grad()
+def test_keyframe_and_non_keyframe_may_differ_in_precision():
+    """A keyframe under bf16 autocast, a non-keyframe without (and the reverse), MSDA on."""
+    model = _model()
+    key, moved = _frames()
+    ref, _ = model.non_keyframe(moved, model.keyframe(key)[1])
+    for key_amp, frame_amp in ((True, False), (False, True)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=key_amp):
+            _, state = model.keyframe(key)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=frame_amp):
+            out, info = model.non_keyframe(moved, state)
+        assert info.msda_share > 0
+        assert (out.float().argmax(1) == ref.argmax(1)).float().mean() > 0.9

@@ -256,7 +256,10 @@ def level_values(model, level: int, x: torch.Tensor) -> torch.Tensor:
     lin, vp = model.decoder.linear_c[level - 1], model.msda.value_proj
     weight = vp.weight @ lin.weight  # [D, C_l]
     bias = vp.weight @ lin.bias + vp.bias  # [D]
-    return F.linear(tokens(x).view(x.shape[0], -1, x.shape[1]), weight, bias)
+    rows = tokens(x).view(x.shape[0], -1, x.shape[1])
+    if not torch.is_autocast_enabled(x.device.type):  # e.g. a bf16 keyframe's maps, fp32 now
+        rows = rows.to(weight.dtype)
+    return F.linear(rows, weight, bias)
 
 
 def _state_values(model, state: KeyframeState, level: int) -> torch.Tensor:
@@ -317,8 +320,10 @@ def non_keyframe(model, pixels: torch.Tensor, state: KeyframeState,
         value = torch.cat([level_values(model, l, x) if l <= 2 else _state_values(model, state, l)
                            for l, x in levels], 1)  # [B, S, D]
         shapes, starts = level_layout([tuple(x.shape[-2:]) for _, x in levels], x1.device)
-        z = sparse_msda(model.msda, to_image(z, b, *size), select, value, shapes, starts,
-                        value_projected=True)
+        z = to_image(z, b, *size)
+        if not torch.is_autocast_enabled(z.device.type):  # the head ran in the keyframe's dtype
+            z = z.to(model.msda.value_proj.weight.dtype)
+        z = sparse_msda(model.msda, z, select, value, shapes, starts, value_projected=True)
         with no_autocast(x1):
             rows = dec.classify_rows(tokens(z).to(state.base.dtype))
     weight = interpolation_weight(similarity, options)
