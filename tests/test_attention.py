@@ -1,5 +1,6 @@
-"""tfcseg::attention: the compiled CPU kernel (tfcseg/csrc/attention_cpu.cpp) against fp32
-SDPA, and its use by SegFormer's attention under CPU bf16 autocast."""
+"""tfcseg::attention: the compiled CPU kernel (tfcseg/csrc/attention_cpu.cpp, bf16 and fp32
+paths) against fp32 SDPA, and its use by SegFormer's attention in fp32 and under CPU bf16
+autocast."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def compiled():
     return st
 
 
-def _qkv(b, m, n, s, d, seed=0, transposed=True):
+def _qkv(b, m, n, s, d, seed=0, transposed=True, dtype=torch.bfloat16):
     g = torch.Generator().manual_seed(seed)
     if transposed:  # SegFormer's layout: [B, N, M, d] memory viewed as [B, M, N, d]
         q = torch.randn(b, n, m, d, generator=g).transpose(1, 2)
@@ -41,7 +42,7 @@ def _qkv(b, m, n, s, d, seed=0, transposed=True):
         v = torch.randn(b, s, m, d, generator=g).transpose(1, 2)
     else:
         q, k, v = (torch.randn(b, m, x, d, generator=g) for x in (n, s, s))
-    return q.to(torch.bfloat16), k.to(torch.bfloat16), v.to(torch.bfloat16)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
 
 
 @pytest.mark.parametrize("m", [1, 2, 5, 8])
@@ -56,6 +57,41 @@ def test_compiled_matches_fp32_sdpa(compiled, m, s, d):
     assert out.dtype == torch.bfloat16 and out.shape == ref.shape
     err = (out.float() - ref).abs().max().item()
     assert err < 2e-2, err
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 8])
+@pytest.mark.parametrize("s", [1, 7, 390, 1000])
+@pytest.mark.parametrize("d", [32, 64])
+def test_compiled_fp32_matches_fp32_sdpa(compiled, m, s, d):
+    # the fp32 path (or SDPA itself on CPUs without AVX-512F): exact up to float rounding
+    n = 75 if s < 1000 else 41  # not a multiple of the 32-query block or the 8-query group
+    q, k, v = _qkv(2, m, n, s, d, seed=s + m + d, transposed=(m % 2 == 1), dtype=torch.float32)
+    with torch.no_grad():
+        out = OP(q, k, v)
+        ref = F.scaled_dot_product_attention(q, k, v)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    err = (out - ref).abs().max().item()
+    assert err < 1e-5, err
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 1, 3, 16), (1, 1, 9, 17, 128), (2, 3, 33, 4096, 48)])
+def test_compiled_fp32_edge_shapes(compiled, shape):
+    b, m, n, s, d = shape  # one query, S just over a 16-key block, S at the limit, d = 48 / 128
+    q, k, v = _qkv(b, m, n, s, d, seed=11, dtype=torch.float32)
+    with torch.no_grad():
+        err = (OP(q, k, v) - F.scaled_dot_product_attention(q, k, v)).abs().max().item()
+    assert err < 1e-5, err
+
+
+def test_compiled_fp32_large_scores_stay_finite(compiled):
+    # scores of magnitude ~100s: the max subtraction keeps exp2 finite; error ~ float rounding
+    q, k, v = _qkv(1, 2, 33, 50, 32, seed=4, dtype=torch.float32)
+    q, k = q * 10, k * 10
+    with torch.no_grad():
+        out = OP(q, k, v)
+        ref64 = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    assert torch.isfinite(out).all()
+    assert (out.double() - ref64).abs().max().item() < 1e-4
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 10, 20, 8), (2, 2, 9, 5000, 32), (1, 1, 5, 6, 24)])
@@ -81,6 +117,26 @@ def _model():
     return TFCSegFormer(cfg).eval()
 
 
+def _fp32_logits(model, x):
+    with torch.no_grad():
+        with torch.autograd.profiler.profile() as prof:
+            logits = model.image_logits(x)
+    used = any(e.name == "tfcseg::attention" for e in prof.function_events)
+    return logits, used
+
+
+def test_model_fp32_forward_fast_op_on_vs_off(compiled, monkeypatch):
+    model = _model()
+    x = torch.randn(1, 3, 67, 91, generator=torch.Generator().manual_seed(5))
+    monkeypatch.delenv(attention.ENV_SWITCH, raising=False)
+    fast, used_fast = _fp32_logits(model, x)
+    monkeypatch.setenv(attention.ENV_SWITCH, "0")
+    plain, used_plain = _fp32_logits(model, x)
+    assert used_fast and not used_plain
+    assert (fast - plain).abs().max().item() < 1e-5
+    assert torch.equal(fast.argmax(1), plain.argmax(1))
+
+
 def _bf16_logits(model, x):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         with torch.autograd.profiler.profile() as prof:
@@ -102,13 +158,18 @@ def test_model_bf16_forward_fast_op_on_vs_off(compiled, monkeypatch):
     assert (fast.argmax(1) == plain.argmax(1)).float().mean().item() > 0.98
 
 
-def test_not_used_with_autograd_or_fp32(compiled):
+def test_used_for_bf16_and_fp32_inference_only(compiled):
     q, k, v = _qkv(1, 2, 8, 6, 32)
     assert attention.fast_cpu_attention(q, k, v) is None  # grad mode on
+    assert attention.fast_cpu_attention(q.float(), k.float(), v.float()) is None
     with torch.no_grad():
-        assert attention.fast_cpu_attention(q.float(), k.float(), v.float()) is None
+        assert attention.fast_cpu_attention(q.half(), k.half(), v.half()) is None
+        assert attention.fast_cpu_attention(q.float(), k, v) is None  # mixed dtypes
+        assert attention.fast_cpu_attention(q.double(), k.double(), v.double()) is None
         out = attention.fast_cpu_attention(q, k, v)
+        out32 = attention.fast_cpu_attention(q.float(), k.float(), v.float())
     assert out is not None and out.shape == q.shape
+    assert out32 is not None and out32.dtype == torch.float32 and out32.shape == q.shape
 
 
 def test_disabled_extension_falls_back_silently(monkeypatch):
