@@ -277,22 +277,22 @@ TFC_F32 static void pack_kv_f32(const float* k, const float* v, int64_t k_sn, in
   }
 }
 
-// scores of 4 queries (rows of q, d apart) x NKB blocks of 16 keys
-template <int NKB>
+// scores of NQ queries (rows of q, d apart) x NKB blocks of 16 keys
+template <int NQ, int NKB>
 TFC_F32 static inline void score_tile(const float* q, const float* kp, int64_t d, float* sc,
                                       int64_t s16) {
-  __m512 acc[4][NKB];
-  for (int g = 0; g < 4; ++g)
+  __m512 acc[NQ][NKB];
+  for (int g = 0; g < NQ; ++g)
     for (int t = 0; t < NKB; ++t) acc[g][t] = _mm512_setzero_ps();
   for (int64_t c = 0; c < d; ++c) {
     __m512 kv[NKB];
     for (int t = 0; t < NKB; ++t) kv[t] = _mm512_loadu_ps(kp + (t * d + c) * 16);
-    for (int g = 0; g < 4; ++g) {
+    for (int g = 0; g < NQ; ++g) {
       const __m512 qb = _mm512_set1_ps(q[g * d + c]);
       for (int t = 0; t < NKB; ++t) acc[g][t] = _mm512_fmadd_ps(qb, kv[t], acc[g][t]);
     }
   }
-  for (int g = 0; g < 4; ++g)
+  for (int g = 0; g < NQ; ++g)
     for (int t = 0; t < NKB; ++t) _mm512_storeu_ps(sc + g * s16 + t * 16, acc[g][t]);
 }
 
@@ -301,16 +301,16 @@ template <int DV>
 TFC_F32 static void group_f32(const float* qg, int64_t nq, const float* kp, const float* vp,
                               const Dims& z, float* sc, float* out, int64_t out_sn) {
   const int64_t d = z.d, s16 = z.s32, s = z.s, nkb = s16 / 16;
-  // ---- scores [QG][s16] ----
-  for (int64_t g0 = 0; g0 < QG; g0 += 4) {
-    const float* q = qg + g0 * d;
-    float* row = sc + g0 * s16;
+  // ---- scores [QG][s16]: tiles of 8 queries x 3 key blocks (24 accumulators) ----
+  static_assert(QG == 8, "score tiles are 8 queries high");
+  {
+    const float* q = qg;
+    float* row = sc;
     int64_t kb = 0;
-    for (; kb + 4 <= nkb; kb += 4) score_tile<4>(q, kp + kb * d * 16, d, row + kb * 16, s16);
+    for (; kb + 3 <= nkb; kb += 3) score_tile<8, 3>(q, kp + kb * d * 16, d, row + kb * 16, s16);
     switch (nkb - kb) {
-      case 3: score_tile<3>(q, kp + kb * d * 16, d, row + kb * 16, s16); break;
-      case 2: score_tile<2>(q, kp + kb * d * 16, d, row + kb * 16, s16); break;
-      case 1: score_tile<1>(q, kp + kb * d * 16, d, row + kb * 16, s16); break;
+      case 2: score_tile<8, 2>(q, kp + kb * d * 16, d, row + kb * 16, s16); break;
+      case 1: score_tile<8, 1>(q, kp + kb * d * 16, d, row + kb * 16, s16); break;
       default: break;
     }
   }
