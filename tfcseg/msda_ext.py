@@ -45,7 +45,7 @@ _log = logging.getLogger(__name__)
 
 
 class MSDAExtensionWarning(UserWarning):
-    """The compiled MSDA kernels are not used (the PyTorch kernels are, slower on CPU)."""
+    """The compiled CPU kernels (attention, sparse MSDA) are not used (PyTorch's are, slower)."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,9 @@ def load() -> ExtStatus:
             if st.reason == _DISABLED:  # the user's choice: no warning
                 _log.debug("tfcseg: compiled MSDA CPU kernel %s", st.reason)
             elif not st.active:
-                warnings.warn(f"tfcseg: compiled MSDA CPU kernel not used ({st.reason}); "
-                              f"using the PyTorch kernel (slower). Set {ENV_SWITCH}=0 to use "
-                              "it without this warning.", MSDAExtensionWarning, stacklevel=3)
+                warnings.warn(f"tfcseg: compiled CPU kernels (attention, sparse MSDA) not used "
+                              f"({st.reason}); using PyTorch's (slower). Set {ENV_SWITCH}=0 to "
+                              "use them without this warning.", MSDAExtensionWarning, stacklevel=3)
             _status = st
     return _status
 
