@@ -219,7 +219,7 @@ def _build(cxx: str, sources: list[bytes], directory: Path, path: Path) -> float
     os.close(fd)
     tmp = Path(tmp_name)
     srcs = [tmp.with_name(f"{tmp.stem}-{i}.cpp") for i in range(len(sources))]
-    _log.info("tfcseg: compiling the CPU kernels (sparse MSDA, bf16 attention) into %s; once, "
+    _log.info("tfcseg: compiling the CPU kernels (attention, sparse MSDA) into %s; once, "
               "about 15 s", path)
     t0 = time.perf_counter()
     try:

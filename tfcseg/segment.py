@@ -231,6 +231,10 @@ def segment_video(
 
     segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
                                short_side=short_side, precision=precision)
+    if dev.type == "cpu":  # a first run compiles the CPU kernels: before the clock starts
+        from . import msda_ext
+
+        msda_ext.load()
     cfg = net.config
     render = OverlayRenderer(cfg.palette, cfg.class_names, opacity=opacity, legend=legend,
                              side_by_side=side_by_side)
