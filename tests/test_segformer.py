@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tfcseg import VARIANTS, ModelConfig, TFCSegFormer, load_model
-from tfcseg.decoder import resize, to_image, to_logits
+from tfcseg.decoder import resize, to_image
 
 from conftest import randomise_bn
 
@@ -65,7 +65,7 @@ def test_folded_equals_plain(tiny_model, size, chunk):
         base = dec.base_term(feats[2], feats[3], size4)
         x1, up2 = dec.level_rows(feats[0], feats[1], torch.float32)
         z = to_image(dec.head_features(base, x1, up2), 2, *size4)
-        logits = to_logits(dec.head_logits(base, x1, up2, chunk=chunk), 2, size4)
+        logits = to_image(dec.head_logits(base, x1, up2, chunk=chunk), 2, *size4)
     assert torch.allclose(plain_z, z, atol=1e-5)
     assert (plain - logits).abs().max().item() < 1e-4
     assert torch.equal(plain.argmax(1), logits.argmax(1))

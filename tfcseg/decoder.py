@@ -15,7 +15,7 @@ and resized; level 2 is resized at its C_2 channels (cheaper than resizing D) an
 
 The folded head works on *token* maps [B*h*w, C] (one row per point of the 1/4 map, the
 memory of a channels-last image): the D-wide z exists only a chunk of rows at a time, in a
-buffer that stays in cache, and goes straight into the classifier. `tokens`/`to_logits`
+buffer that stays in cache, and goes straight into the classifier. `tokens`/`to_image`
 convert between token rows and [B, C, h, w] views without copying.
 """
 
@@ -77,14 +77,12 @@ class AllMLPDecoder(nn.Module):
 
     # ---- folded parts (eval) ------------------------------------------------------------
     def _fold_key(self) -> tuple:
-        """Changes whenever a folded weight's inputs change: in-place updates (optimizer
-        steps, load_state_dict) bump a tensor's version; .to() replaces the tensors."""
+        """Changes whenever an input of the folded weights changes (see `tensor_key`)."""
         bn = self.batch_norm
         tensors = [bn.weight, bn.bias, bn.running_mean, bn.running_var, self.linear_fuse.weight,
                    self.classifier.weight, self.classifier.bias]
         tensors += [p for lin in self.linear_c for p in (lin.weight, lin.bias)]
-        # .to() / .cuda() / .double() keep Parameter objects but give them new storage
-        return tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
+        return tuple(map(tensor_key, tensors))
 
     def folded(self, dtype: torch.dtype | None = None) -> FoldedHead:
         """The folded weights (see `FoldedHead`) in `dtype` (default: the weights' own),
@@ -184,7 +182,7 @@ class AllMLPDecoder(nn.Module):
     def eval_logits(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Logits [B, K, h, w] (a channels-last view) from the four encoder maps, folded."""
         rows, _ = self.eval_head(feats)
-        return to_logits(rows, feats[0].shape[0], tuple(feats[0].shape[-2:]))
+        return to_image(rows, feats[0].shape[0], *feats[0].shape[-2:])
 
 
 @dataclass(frozen=True)
@@ -201,6 +199,13 @@ class FoldedHead:
 
     def to(self, dtype: torch.dtype) -> "FoldedHead":
         return FoldedHead(*(getattr(self, f.name).to(dtype) for f in fields(self)))
+
+
+def tensor_key(t: torch.Tensor) -> tuple:
+    """Changes when t's values may have: in-place updates bump `_version`; `.to()` / `.cuda()`
+    / `.double()` keep the Parameter object but give it new storage, dtype or device. For
+    caches derived from weights (`AllMLPDecoder.folded`, `tfc.similarity_basis`)."""
+    return (id(t), t._version, t.data_ptr(), t.dtype, t.device)
 
 
 def head_dtype(x: torch.Tensor) -> torch.dtype:
@@ -226,11 +231,6 @@ def tokens(x: torch.Tensor) -> torch.Tensor:
 def to_image(rows: torch.Tensor, batch: int, h: int, w: int) -> torch.Tensor:
     """Rows [B*h*w, C] -> a channels-last [B, C, h, w] view of the same memory."""
     return rows.view(batch, h, w, rows.shape[1]).permute(0, 3, 1, 2)
-
-
-def to_logits(rows: torch.Tensor, batch: int, size: tuple[int, int]) -> torch.Tensor:
-    """Logits rows [B*h*w, K] -> [B, K, h, w] (channels-last view)."""
-    return to_image(rows, batch, *size)
 
 
 def upsample_tokens(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

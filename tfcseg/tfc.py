@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TFCOptions
-from .decoder import no_autocast, resize, to_image, to_logits, tokens, upsample_tokens
+from .decoder import no_autocast, resize, tensor_key, to_image, tokens, upsample_tokens
 from .msda import MSDeformAttn, level_layout, pixel_centres
 
 
@@ -207,7 +207,7 @@ def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
     to 1), so the map is applied at the level's own resolution and its r channels resized."""
     dec = model.decoder
     lin = dec.linear_c[level - 1]
-    key = (level, *(_tensor_key(t) for t in (lin.weight, lin.bias)))
+    key = (tensor_key(lin.weight), tensor_key(lin.bias))
     cache = dec.__dict__.setdefault("_similarity_basis", {})  # level -> (key, basis)
     if level not in cache or cache[level][0] != key:
         with torch.inference_mode(False), torch.no_grad(), \
@@ -218,12 +218,6 @@ def similarity_basis(model, level: int) -> tuple[torch.Tensor, torch.Tensor]:
             r = torch.linalg.qr(m, mode="r").R.to(lin.weight.device, dtype)  # [r, C_l + 1]
         cache[level] = (key, (r[:, :-1].t().contiguous(), r[:, -1].contiguous()))
     return cache[level][1]
-
-
-def _tensor_key(t: torch.Tensor) -> tuple:
-    """Changes when t's values may have: in-place updates bump `_version`; `.to()` / `.cuda()`
-    / `.double()` keep the Parameter object but give it new storage, dtype or device."""
-    return (id(t), t._version, t.data_ptr(), t.dtype, t.device)
 
 
 def _unit_rows(model, level: int, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -280,7 +274,7 @@ def keyframe(model, pixels: torch.Tensor) -> tuple[torch.Tensor, KeyframeState]:
                           x4=feats[3], base=base, logits=rows)
     # a copy for the caller: editing the returned logits must not change what later
     # non-keyframes interpolate towards
-    return to_logits(rows.clone(), x1.shape[0], tuple(x1.shape[-2:])), state
+    return to_image(rows.clone(), x1.shape[0], *x1.shape[-2:]), state
 
 
 def non_keyframe(model, pixels: torch.Tensor, state: KeyframeState,
@@ -330,7 +324,7 @@ def non_keyframe(model, pixels: torch.Tensor, state: KeyframeState,
     if weight is not None:
         rows = torch.lerp(rows, state.logits, weight.reshape(-1, 1).to(rows.dtype))
     share = count / similarity.numel() if msda else 0.0
-    return to_logits(rows, b, size), NonKeyframeInfo(similarity=similarity, msda_share=share)
+    return to_image(rows, b, *size), NonKeyframeInfo(similarity=similarity, msda_share=share)
 
 
 # ---- training -------------------------------------------------------------------------------
