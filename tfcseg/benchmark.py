@@ -41,17 +41,30 @@ def synchronize(device: torch.device) -> None:
 
 def time_fn(fn: Callable[[], Any], device: torch.device, repeats: int = 5, warmup: int = 2) -> Timing:
     """Median and spread of `fn()`'s wall time after `warmup` untimed calls."""
+    return time_interleaved({"fn": fn}, device, repeats, warmup)["fn"]
+
+
+def time_interleaved(runners: dict[str, Callable[[], Any]], device: torch.device,
+                     repeats: int, warmup: int = 1) -> dict[str, Timing]:
+    """Median and spread of each function's wall time after `warmup` untimed rounds, the
+    functions taking turns (a, b, c, a, b, c, ...) so that a slow spell of a shared machine
+    hits all of them alike and their ratios stay meaningful. Synchronised on GPU."""
     for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
+        for fn in runners.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append((time.perf_counter() - start) * 1000)
-    q = np.percentile(times, [10, 90])
-    return Timing(statistics.median(times), float(q[0]), float(q[1]), repeats)
+        for name, fn in runners.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append((time.perf_counter() - start) * 1000)
+    result = {}
+    for name, ts in times.items():
+        q = np.percentile(ts, [10, 90])
+        result[name] = Timing(statistics.median(ts), float(q[0]), float(q[1]), repeats)
+    return result
 
 
 def count_macs(fn: Callable[[], Any]) -> int:
@@ -192,28 +205,6 @@ def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings) -> tuple
         out["share"] = float(np.mean([r.msda_share for r in results if not r.is_keyframe] or [0.0]))
 
     return run, out
-
-
-def time_interleaved(runners: dict[str, Callable[[], Any]], device: torch.device,
-                     repeats: int, warmup: int = 1) -> dict[str, Timing]:
-    """Like `time_fn` for several functions, taking turns (a, b, c, a, b, c, ...), so that a
-    slow spell of a shared machine hits all of them alike and their ratios stay meaningful."""
-    for _ in range(warmup):
-        for fn in runners.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, fn in runners.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append((time.perf_counter() - start) * 1000)
-    result = {}
-    for name, ts in times.items():
-        q = np.percentile(ts, [10, 90])
-        result[name] = Timing(statistics.median(ts), float(q[0]), float(q[1]), repeats)
-    return result
 
 
 def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
