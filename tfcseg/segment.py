@@ -38,10 +38,10 @@ from .errors import TfcsegError
 from .io_utils import atomic_write_bytes
 from .model import TFCSegFormer
 from .overlay import OverlayRenderer
+from .video import PRECISIONS, VideoSegmenter
 from .videoio import Frame, FrameSource, VideoWriter, ensure_writable_folder, open_frames
 
 MODES = ("tfc", "segformer", "reuse")
-PRECISIONS = ("fp32", "bf16", "fp16")  # tfcseg.video.PRECISIONS, without importing torch-heavy code
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -227,8 +227,6 @@ def segment_video(
         from .checkpoint import load_model
 
         net, model_name = load_model(model, device=dev), str(model) if model is not None else "default"
-    from .video import VideoSegmenter
-
     segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
                                short_side=short_side, precision=precision)
     if dev.type == "cpu":  # a first run compiles the CPU kernels: before the clock starts

@@ -101,8 +101,10 @@ def eval_command(
     """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
     from ..evaluate import evaluate_model, score_predictions
 
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise TfcsegError(f"--precision {precision}: choose one of fp32, bf16, fp16")
+    from ..video import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise TfcsegError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     if dataset.lower() != "vspw":
         raise TfcsegError(f"--dataset {dataset}: unknown dataset layout (supported: vspw)")
     if predictions is not None and (model is not None or save_predictions is not None):
