@@ -117,41 +117,33 @@ def _model():
     return TFCSegFormer(cfg).eval()
 
 
-def _fp32_logits(model, x):
-    with torch.no_grad():
-        with torch.autograd.profiler.profile() as prof:
-            logits = model.image_logits(x)
-    used = any(e.name == "tfcseg::attention" for e in prof.function_events)
-    return logits, used
+def _logits_on_and_off(monkeypatch, bf16: bool):
+    """The tiny model's logits with the compiled op allowed and switched off, each with
+    whether `tfcseg::attention` ran."""
+    model = _model()
+    x = torch.randn(1, 3, 67, 91, generator=torch.Generator().manual_seed(5))
+    runs = []
+    for switch in (None, "0"):
+        if switch is None:
+            monkeypatch.delenv(attention.ENV_SWITCH, raising=False)
+        else:
+            monkeypatch.setenv(attention.ENV_SWITCH, switch)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autograd.profiler.profile() as prof:
+                logits = model.image_logits(x)
+        runs.append((logits.float(), any(e.name == "tfcseg::attention" for e in prof.function_events)))
+    return runs
 
 
 def test_model_fp32_forward_fast_op_on_vs_off(compiled, monkeypatch):
-    model = _model()
-    x = torch.randn(1, 3, 67, 91, generator=torch.Generator().manual_seed(5))
-    monkeypatch.delenv(attention.ENV_SWITCH, raising=False)
-    fast, used_fast = _fp32_logits(model, x)
-    monkeypatch.setenv(attention.ENV_SWITCH, "0")
-    plain, used_plain = _fp32_logits(model, x)
+    (fast, used_fast), (plain, used_plain) = _logits_on_and_off(monkeypatch, bf16=False)
     assert used_fast and not used_plain
     assert (fast - plain).abs().max().item() < 1e-5
     assert torch.equal(fast.argmax(1), plain.argmax(1))
 
 
-def _bf16_logits(model, x):
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        with torch.autograd.profiler.profile() as prof:
-            logits = model.image_logits(x)
-    used = any(e.name == "tfcseg::attention" for e in prof.function_events)
-    return logits.float(), used
-
-
 def test_model_bf16_forward_fast_op_on_vs_off(compiled, monkeypatch):
-    model = _model()
-    x = torch.randn(1, 3, 67, 91, generator=torch.Generator().manual_seed(5))
-    monkeypatch.delenv(attention.ENV_SWITCH, raising=False)
-    fast, used_fast = _bf16_logits(model, x)
-    monkeypatch.setenv(attention.ENV_SWITCH, "0")
-    plain, used_plain = _bf16_logits(model, x)
+    (fast, used_fast), (plain, used_plain) = _logits_on_and_off(monkeypatch, bf16=True)
     assert used_fast and not used_plain
     scale = plain.abs().max().item()
     assert (fast - plain).abs().max().item() < 0.05 * scale
