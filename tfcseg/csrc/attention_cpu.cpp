@@ -50,7 +50,7 @@ constexpr int64_t MAX_S = 4096;     // longer key sequences: PyTorch's kernel
 #define TFC_F32 __attribute__((target("avx512f")))
 
 struct Dims {
-  int64_t n, s, d, s32;                 // s32: s rounded up to 32
+  int64_t n, s, d, s32;                 // s32: s rounded up to the packed block (32 bf16, 16 fp32)
   int64_t q_sb, q_sm, q_sn;             // strides of q (elements)
   int64_t k_sb, k_sm, k_sn, v_sb, v_sm, v_sn;
   int64_t m;
@@ -205,20 +205,36 @@ bool cpu_has_bf16() {
   return has;
 }
 
-at::Tensor attention_bf16(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {
-  const at::Tensor q = q_in.stride(3) == 1 ? q_in : q_in.contiguous();
-  const at::Tensor k = k_in.stride(3) == 1 ? k_in : k_in.contiguous();
-  const at::Tensor v = v_in.stride(3) == 1 ? v_in : v_in.contiguous();
-  const int64_t b = q.size(0), m = q.size(1);
+// q, k, v with their last dimension contiguous, and their sizes and strides; `pad`: the
+// multiple S is rounded up to in `s32` (the packed key layouts' block).
+struct Prepared {
+  at::Tensor q, k, v;
   Dims z{};
-  z.n = q.size(2);
-  z.s = k.size(2);
-  z.d = q.size(3);
-  z.m = m;
-  z.s32 = (z.s + 31) / 32 * 32;
-  z.q_sb = q.stride(0); z.q_sm = q.stride(1); z.q_sn = q.stride(2);
-  z.k_sb = k.stride(0); z.k_sm = k.stride(1); z.k_sn = k.stride(2);
-  z.v_sb = v.stride(0); z.v_sm = v.stride(1); z.v_sn = v.stride(2);
+};
+
+Prepared prepare(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                 int64_t pad) {
+  Prepared p;
+  p.q = q_in.stride(3) == 1 ? q_in : q_in.contiguous();
+  p.k = k_in.stride(3) == 1 ? k_in : k_in.contiguous();
+  p.v = v_in.stride(3) == 1 ? v_in : v_in.contiguous();
+  Dims& z = p.z;
+  z.n = p.q.size(2);
+  z.s = p.k.size(2);
+  z.d = p.q.size(3);
+  z.m = p.q.size(1);
+  z.s32 = (z.s + pad - 1) / pad * pad;
+  z.q_sb = p.q.stride(0); z.q_sm = p.q.stride(1); z.q_sn = p.q.stride(2);
+  z.k_sb = p.k.stride(0); z.k_sm = p.k.stride(1); z.k_sn = p.k.stride(2);
+  z.v_sb = p.v.stride(0); z.v_sm = p.v.stride(1); z.v_sn = p.v.stride(2);
+  return p;
+}
+
+at::Tensor attention_bf16(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {
+  const Prepared in = prepare(q_in, k_in, v_in, 32);
+  const at::Tensor &q = in.q, &k = in.k, &v = in.v;
+  const Dims& z = in.z;
+  const int64_t b = q.size(0), m = z.m;
   at::Tensor out = at::empty({b, z.n, m, z.d}, q.options());  // [B, N, M, d] memory
   if (z.n == 0 || b == 0 || m == 0) return out.permute({0, 2, 1, 3});
   const uint16_t* qd = reinterpret_cast<const uint16_t*>(q.data_ptr());
@@ -384,19 +400,10 @@ bool cpu_has_avx512f() {
 }
 
 at::Tensor attention_f32(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {
-  const at::Tensor q = q_in.stride(3) == 1 ? q_in : q_in.contiguous();
-  const at::Tensor k = k_in.stride(3) == 1 ? k_in : k_in.contiguous();
-  const at::Tensor v = v_in.stride(3) == 1 ? v_in : v_in.contiguous();
-  const int64_t b = q.size(0), m = q.size(1);
-  Dims z{};
-  z.n = q.size(2);
-  z.s = k.size(2);
-  z.d = q.size(3);
-  z.m = m;
-  z.s32 = (z.s + 15) / 16 * 16;  // here: S rounded up to 16
-  z.q_sb = q.stride(0); z.q_sm = q.stride(1); z.q_sn = q.stride(2);
-  z.k_sb = k.stride(0); z.k_sm = k.stride(1); z.k_sn = k.stride(2);
-  z.v_sb = v.stride(0); z.v_sm = v.stride(1); z.v_sn = v.stride(2);
+  const Prepared in = prepare(q_in, k_in, v_in, 16);  // z.s32: S rounded up to 16 here
+  const at::Tensor &q = in.q, &k = in.k, &v = in.v;
+  const Dims& z = in.z;
+  const int64_t b = q.size(0), m = z.m;
   at::Tensor out = at::empty({b, z.n, m, z.d}, q.options());  // [B, N, M, d] memory
   if (z.n == 0 || b == 0 || m == 0) return out.permute({0, 2, 1, 3});
   const float* qd = q.data_ptr<float>();
