@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 import tfcseg
-from tfcseg.videoio import open_frames
+from tfcseg.io.video import open_frames
 
 
 def main(path: str) -> None:

@@ -16,9 +16,9 @@ from conftest import write_video as _write_video
 
 from tfcseg import TFCSegFormer, load_model, save_checkpoint, segment_video
 from tfcseg.cli import main
-from tfcseg.overlay import OverlayRenderer
-from tfcseg.video import VideoSegmenter
-from tfcseg.videoio import open_frames, probe_video
+from tfcseg.io.overlay import OverlayRenderer
+from tfcseg.segmenter import VideoSegmenter
+from tfcseg.io.video import open_frames, probe_video
 
 
 
@@ -265,9 +265,9 @@ def test_bad_options(tmp_path, ckpt, capsys):
 
 
 def test_default_model_not_shipped_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    import tfcseg.hub
+    import tfcseg.hub.refs
 
-    monkeypatch.setattr(tfcseg.hub, "SHIPPED_WEIGHTS", tmp_path / "weights")  # an install without weights
+    monkeypatch.setattr(tfcseg.hub.refs, "SHIPPED_WEIGHTS", tmp_path / "weights")  # an install without weights
     src = write_video(tmp_path / "a.mp4", noise_frames(2, 40, 32))
     code, _, err = run_cli(capsys, src)
     assert code == 2

@@ -8,7 +8,7 @@ import imageio_ffmpeg
 import numpy as np
 
 import tfcseg
-from tfcseg.hub import SHIPPED_WEIGHTS
+from tfcseg.hub.refs import SHIPPED_WEIGHTS
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMVID = ["sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car",

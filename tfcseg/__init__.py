@@ -1,28 +1,70 @@
-"""tfcseg: efficient and stable video semantic segmentation (TFC, AAAI 2024) on SegFormer."""
+"""tfcseg: efficient and stable video semantic segmentation (TFC, AAAI 2024) on SegFormer.
+
+The house, by layer (imports run downwards only):
+
+    cli/                      the command line: parse, call, print
+    segment, evaluate, benchmark   whole tasks
+    segmenter                 VideoSegmenter: a streaming video session
+    training/                 TrainConfig, Trainer
+    hub/                      models by name: registry, Hub downloads, conversion, export
+    data/                     VSPW-layout data, clips, synthetic data, mask files
+    models/                   MiT encoder, decoder (plain and folded), TemporalFusion, TFCSegFormer
+    ops/                      registered ops (sparse MSDA, attention) and their compiled kernels
+    io/                       atomic files, video reading and writing, overlays
+    metrics, postprocess, runtime, errors
+
+`import tfcseg` loads nothing heavy: the names below are imported on first use.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from .checkpoint import convert_checkpoint, load_model, save_checkpoint  # noqa: E402
-from .config import VARIANTS, ModelConfig, TFCOptions  # noqa: E402
-from .data import ClipDataset, VSPWDataset, make_synthetic_vspw  # noqa: E402
-from .errors import CheckpointError, TfcsegError  # noqa: E402
-from .hub import MODEL_HELP, export_checkpoint, push_to_hub, resolve_model_source  # noqa: E402
-from .evaluate import evaluate_model, score_predictions  # noqa: E402
-from .model import TFCSegFormer  # noqa: E402
-from .video import FrameResult, VideoSegmenter  # noqa: E402
-from .registry import ModelEntry, list_models, register_model  # noqa: E402
-from .segment import segment_video  # noqa: E402
-from .train import TrainConfig, Trainer  # noqa: E402  (tfcseg.train.train(cfg) runs one)
+# public name -> module that defines it
+_EXPORTS = {
+    "load_model": "tfcseg.hub.resolve",
+    "resolve_model_source": "tfcseg.hub.resolve",
+    "export_checkpoint": "tfcseg.hub.export",
+    "push_to_hub": "tfcseg.hub.export",
+    "MODEL_HELP": "tfcseg.hub.refs",
+    "ModelEntry": "tfcseg.hub.registry",
+    "list_models": "tfcseg.hub.registry",
+    "register_model": "tfcseg.hub.registry",
+    "save_checkpoint": "tfcseg.models.checkpoint",
+    "convert_checkpoint": "tfcseg.models.checkpoint",
+    "ModelConfig": "tfcseg.models.config",
+    "TFCOptions": "tfcseg.models.config",
+    "VARIANTS": "tfcseg.models.config",
+    "TFCSegFormer": "tfcseg.models.segformer",
+    "TfcsegError": "tfcseg.errors",
+    "CheckpointError": "tfcseg.errors",
+    "VideoSegmenter": "tfcseg.segmenter",
+    "FrameResult": "tfcseg.segmenter",
+    "VSPWDataset": "tfcseg.data.vspw",
+    "ClipDataset": "tfcseg.data.clips",
+    "make_synthetic_vspw": "tfcseg.data.synthetic",
+    "evaluate_model": "tfcseg.evaluate",
+    "score_predictions": "tfcseg.evaluate",
+    "segment_video": "tfcseg.segment",
+    "TrainConfig": "tfcseg.training.config",
+    "Trainer": "tfcseg.training.loop",
+    "train": "tfcseg.training.loop",
+}
 
-__all__ = [
-    "__version__", "load_model", "save_checkpoint", "convert_checkpoint", "ModelConfig",
-    "TFCOptions", "VARIANTS", "TFCSegFormer", "TfcsegError", "CheckpointError",
-    "VideoSegmenter", "FrameResult",
-    "VSPWDataset", "ClipDataset", "make_synthetic_vspw", "evaluate_model", "score_predictions",
-    "resolve_model_source", "list_models", "register_model", "ModelEntry", "export_checkpoint",
-    "push_to_hub", "MODEL_HELP",
-    "segment_video",
-    "TrainConfig", "Trainer",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tfcseg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from .runtime import MODES
+
 
 @dataclass
 class Timing:
@@ -105,7 +107,7 @@ def hf_reference(model, device: torch.device):
     """`transformers`' SegFormer with exactly `model`'s weights (for --compare-hf)."""
     import transformers
 
-    from .checkpoint import export_hf_state_dict
+    from .models.checkpoint import export_hf_state_dict
 
     cfg = model.config
     hf_cfg = transformers.SegformerConfig(
@@ -135,7 +137,6 @@ def hf_labels(hf, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 # ---- the benchmark ----------------------------------------------------------------------------
 
-MODES = ("segformer", "reuse", "tfc")
 MSDA_SHARES = (0.1, 0.2, 0.4, 1.0)
 
 
@@ -157,7 +158,7 @@ def video_clip(source: str, size: tuple[int, int], frames: int) -> list[np.ndarr
     import cv2
 
     from .errors import TfcsegError
-    from .videoio import open_frames
+    from .io.video import open_frames
 
     out = []
     src = open_frames(source)
@@ -179,7 +180,7 @@ def video_clip(source: str, size: tuple[int, int], frames: int) -> list[np.ndarr
 def synthetic_clip(size: tuple[int, int], frames: int, seed: int = 0) -> list[np.ndarray]:
     """A smooth moving scene (textured shapes over a drifting background), RGB uint8 frames."""
     from .data.synthetic import _render_video
-    from .palette import default_palette
+    from .io.palette import default_palette
 
     rng = np.random.default_rng(seed)
     return [img for img, _ in _render_video(rng, 0, frames, 8, size, default_palette(8))]
@@ -192,7 +193,7 @@ def _params(module: torch.nn.Module | None) -> int:
 def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings) -> tuple[Callable[[], None], dict]:
     """A function that runs the whole clip through `VideoSegmenter` (preprocessing, model,
     labels at the frame size) and the dict it leaves the labels and mean MSDA share in."""
-    from .video import VideoSegmenter
+    from .segmenter import VideoSegmenter
 
     seg = VideoSegmenter(model, keyframe_interval=settings.keyframe_interval, mode=mode,
                          short_side=0, precision=settings.precision)
@@ -209,10 +210,11 @@ def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings) -> tuple
 
 def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure `model` (a TFCSegFormer, eval mode, on its device); returns a JSON-able dict."""
-    from .decoder import no_autocast, to_image
-    from .tfc import level_values, sparse_msda
-    from .msda import level_layout
-    from .video import PRECISIONS, preprocess
+    from .models.folded import level_rows
+    from .models.layout import no_autocast, rows_to_image
+    from .models.temporal import sparse_msda
+    from .runtime import PRECISIONS
+    from .segmenter import preprocess
 
     say = progress or (lambda _msg: None)
     device = model.device
@@ -231,7 +233,7 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
         "clip": settings.video or "synthetic",
         "params": {"total": _params(model), "encoder": _params(model.encoder),
                    "encoder_stages_1_2": _params(model.encoder.stages[:2]),
-                   "decoder": _params(model.decoder), "msda": _params(getattr(model, "msda", None))},
+                   "decoder": _params(model.decoder), "msda": _params(model.temporal.msda)},
     }
 
     with torch.inference_mode():
@@ -298,22 +300,21 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
 
         if settings.msda_sweep:
             say("sparse MSDA sweep")
+            temporal = model.temporal
             with autocast():  # the same dtypes as a real non-keyframe
                 x1, x2 = model.encoder(px1, stages=2)
-                dec = model.decoder
                 with no_autocast(x1):
-                    rows = dec.head_features(state.base, *dec.level_rows(x1, x2, state.base.dtype))
-                z = to_image(rows, x1.shape[0], *x1.shape[-2:])  # [B, D, h4, w4]
-                levels = [x1, x2, state.x3, state.x4][:model.msda.n_levels]
-                value = torch.cat([level_values(model, l + 1, x) for l, x in enumerate(levels)], 1)
-            shapes, starts = level_layout([tuple(x.shape[-2:]) for x in levels], device)
+                    head = model.decoder.folded(state.base.dtype)
+                    rows = head.features_rows(state.base, *level_rows(x1, x2, state.base.dtype))
+                z = rows_to_image(rows, x1.shape[0], *x1.shape[-2:])  # [B, D, h4, w4]
+                value, shapes, starts = temporal.msda_inputs(model.decoder, x1, x2, state)
             gen = torch.Generator().manual_seed(settings.seed)
             stages34 = lat["encoder_stages_3_4"]["median_ms"]
             sweep = []
             for share in MSDA_SHARES:
                 select = (torch.rand(z.shape[0], *z.shape[-2:], generator=gen) < share).to(device)
                 with autocast():
-                    t = time_fn(lambda: sparse_msda(model.msda, z, select, value, shapes, starts,
+                    t = time_fn(lambda: sparse_msda(temporal.msda, z, select, value, shapes, starts,
                                                     value_projected=True), device, settings.repeats)
                 sweep.append({"share": share, "median_ms": t.median_ms,
                               "vs_encoder_stages_3_4": t.median_ms / stages34})

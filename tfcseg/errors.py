@@ -9,7 +9,26 @@ from __future__ import annotations
 
 
 class TfcsegError(Exception):
-    """A problem with the user's input, named in one line (file and what is wrong)."""
+    """A problem with the user's input, named in one line (file and what is wrong).
+
+    `options`: the library parameters the message names (`keyframe_interval`, or
+    `overwrite=True` for a switch). Library users read them as written; the command line
+    shows them as its flags (`--keyframe-interval`, `--overwrite`): see `as_flags`."""
+
+    def __init__(self, message: str, *, options: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.options = tuple(options)
+
+
+def as_flags(message: str, options: tuple[str, ...]) -> str:
+    """`message` with each named parameter written as the CLI flag: `keyframe_interval` ->
+    `--keyframe-interval`, `overwrite=True` -> `--overwrite`."""
+    import re
+
+    for name in options:
+        flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"(?<![-\w]){re.escape(name)}(=True)?(?!\w)", flag, message)
+    return message
 
 
 class CheckpointError(TfcsegError):

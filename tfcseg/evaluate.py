@@ -35,15 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .data.vspw import (
-    DataWarning,
-    UnreadableFileError,
-    VSPWDataset,
-    mask_palette,
-    read_mask,
-    remap_label,
-    write_mask,
-)
+from .data.masks import DataWarning, UnreadableFileError, mask_palette, read_mask, remap_label, write_mask
+from .data.vspw import VSPWDataset
 from .errors import TfcsegError
 from .metrics import ConfusionMatrix, VideoConsistency
 
@@ -141,13 +134,13 @@ def evaluate_model(
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
     score it with the official VSPW metrics (see the module docstring for the result).
 
-    mode: `tfc`, `segformer` or `reuse` (see `tfcseg.video.VideoSegmenter`); a new video
+    mode: `tfc`, `segformer` or `reuse` (see `tfcseg.segmenter.VideoSegmenter`); a new video
     starts with a keyframe. short_side: inference short side (default: the model's,
     480 = the paper's 480x853 for VSPW). save_predictions: a folder for the predicted index
     PNGs. precision: fp32, or bf16/fp16 autocast. Frames with a missing or unreadable file
     are skipped with a `DataWarning`.
     """
-    from .video import VideoSegmenter
+    from .segmenter import VideoSegmenter
 
     dataset = VSPWDataset(root, split)
     if model.num_classes != dataset.num_classes:

@@ -35,30 +35,13 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 from .errors import TfcsegError
-from .io_utils import atomic_write_bytes
-from .model import TFCSegFormer
-from .overlay import OverlayRenderer
-from .video import PRECISIONS, VideoSegmenter
-from .videoio import Frame, FrameSource, VideoWriter, ensure_writable_folder, open_frames
-
-MODES = ("tfc", "segformer", "reuse")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; a named device that is absent is an error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise TfcsegError(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TfcsegError(f"--device {device}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise TfcsegError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
-    return dev
-
+from .data.masks import encode_labels
+from .io.atomic import atomic_write_bytes
+from .io.overlay import OverlayRenderer
+from .io.video import Frame, FrameSource, VideoWriter, ensure_writable_folder, open_frames
+from .models.segformer import TFCSegFormer
+from .runtime import MODES, PRECISIONS, resolve_device
+from .segmenter import VideoSegmenter
 
 def parse_time(value: str | float | int | None, option: str = "--start") -> float | None:
     """Seconds from `12.5`, `1:02.5` or `0:01:02.5`; None stays None."""
@@ -78,15 +61,6 @@ def default_output(source: FrameSource) -> Path:
     info = source.info
     where = info.path.parent if info.kind == "video" else (info.folder or info.path).resolve().parent
     return where / f"{info.name}_tfcseg.mp4"
-
-
-def _mask_png(labels: np.ndarray, num_classes: int) -> bytes:
-    """VSPW encoding: class id + 1, 8-bit while it fits (<= 254 classes, 255 is void)."""
-    dtype = np.uint8 if num_classes <= 254 else np.uint16
-    ok, buf = cv2.imencode(".png", labels.astype(dtype) + dtype(1))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return buf.tobytes()
 
 
 class _DrawingThread:
@@ -196,13 +170,15 @@ def segment_video(
     under its final name only when complete.
     """
     if mode not in MODES:
-        raise TfcsegError(f"--mode {mode}: choose one of {', '.join(MODES)}")
+        raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
     if keyframe_interval < 1:
-        raise TfcsegError(f"--keyframe-interval must be 1 or more, not {keyframe_interval}")
+        raise TfcsegError(f"keyframe_interval must be 1 or more, not {keyframe_interval}",
+                          options=("keyframe_interval",))
     if precision not in PRECISIONS:
-        raise TfcsegError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+        raise TfcsegError(f"precision {precision}: choose one of {', '.join(PRECISIONS)}",
+                          options=("precision",))
     if not 0.0 <= opacity <= 1.0:
-        raise TfcsegError(f"--opacity must be between 0 and 1, not {opacity}")
+        raise TfcsegError(f"opacity must be between 0 and 1, not {opacity}", options=("opacity",))
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
 
     # Everything that can fail on the user's input fails here, before the model loads.
@@ -217,22 +193,23 @@ def segment_video(
     if masks_dir is not None:
         mask_folder = Path(masks_dir).expanduser() / info.name
         if mask_folder.is_dir() and any(mask_folder.glob("*.png")) and not overwrite:
-            raise TfcsegError(f"{mask_folder}: holds masks already (use --overwrite to replace them)")
+            raise TfcsegError(f"{mask_folder}: holds masks already (use overwrite=True to replace them)",
+                              options=("overwrite",))
         ensure_writable_folder(mask_folder)
 
     dev = resolve_device(device)
     if isinstance(model, TFCSegFormer):
         net, model_name = model.to(dev).eval(), "(in memory)"
     else:
-        from .checkpoint import load_model
+        from .hub.resolve import load_model
 
         net, model_name = load_model(model, device=dev), str(model) if model is not None else "default"
     segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
                                short_side=short_side, precision=precision)
     if dev.type == "cpu":  # a first run compiles the CPU kernels: before the clock starts
-        from . import msda_ext
+        from .ops import build
 
-        msda_ext.load()
+        build.load()
     cfg = net.config
     render = OverlayRenderer(cfg.palette, cfg.class_names, opacity=opacity, legend=legend,
                              side_by_side=side_by_side)
@@ -253,7 +230,7 @@ def segment_video(
         def draw(frame: Frame, labels: np.ndarray) -> None:  # runs in the drawing thread
             writer.write(render(frame.rgb, labels))
             if mask_folder is not None:
-                atomic_write_bytes(mask_folder / f"{frame.name}.png", _mask_png(labels, cfg.num_classes))
+                atomic_write_bytes(mask_folder / f"{frame.name}.png", encode_labels(labels, cfg.num_classes))
             bar.advance(task)
 
         sink = _DrawingThread(draw)

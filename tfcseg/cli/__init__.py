@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from .. import __version__
-from ..errors import TfcsegError
+from ..errors import TfcsegError, as_flags
 
 app = typer.Typer(
     name="tfcseg",
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except TfcsegError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {as_flags(str(exc), exc.options)}", highlight=False,
+                          soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

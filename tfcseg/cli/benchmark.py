@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import TfcsegError
-from ..hub import MODEL_HELP
-from ..io_utils import atomic_write_text
+from ..hub.refs import MODEL_HELP
+from ..io.atomic import atomic_write_text
 from . import app
 
 
@@ -28,9 +28,9 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _model(model: Optional[str], variant: Optional[str], num_classes: int, device: torch.device):
-    from .. import load_model
-    from ..config import VARIANTS, ModelConfig
-    from ..model import TFCSegFormer
+    from ..hub.resolve import load_model
+    from ..models.config import VARIANTS, ModelConfig
+    from ..models.segformer import TFCSegFormer
 
     if model and variant:
         raise TfcsegError("give --model or --variant, not both")
@@ -118,8 +118,7 @@ def benchmark(
 ) -> None:
     """Speed (frames/s per mode, keyframe and non-keyframe latency), parameters, MACs and memory."""
     from ..benchmark import BenchmarkSettings, run_benchmark
-    from ..segment import resolve_device
-    from ..video import PRECISIONS
+    from ..runtime import PRECISIONS, resolve_device
 
     if precision not in PRECISIONS:
         raise TfcsegError(f"--precision {precision}: choose fp32, bf16 or fp16")

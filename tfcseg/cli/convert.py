@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..checkpoint import convert_checkpoint
+from ..models.checkpoint import convert_checkpoint
 from ..errors import TfcsegError
 from . import app
 

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import TfcsegError
-from ..hub import MODEL_HELP
-from ..io_utils import atomic_write_text
+from ..hub.refs import MODEL_HELP
+from ..io.atomic import atomic_write_text
 from . import app, err_console
 
 WARNINGS_SHOWN = 20  # data warnings printed in full; the rest are counted
@@ -101,7 +101,7 @@ def eval_command(
     """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
     from ..evaluate import evaluate_model, score_predictions
 
-    from ..video import PRECISIONS
+    from ..runtime import PRECISIONS
 
     if precision not in PRECISIONS:
         raise TfcsegError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
@@ -118,8 +118,8 @@ def eval_command(
             result = score_predictions(data_root, predictions, split=split, encoding=prediction_encoding,
                                        progress=not quiet)
         else:
-            from ..checkpoint import load_model
-            from ..segment import resolve_device
+            from ..hub.resolve import load_model
+            from ..runtime import resolve_device
 
             net = load_model(model, device=resolve_device(device))
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,

@@ -10,9 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import TfcsegError
-from ..hub import MODEL_HELP, export_checkpoint, model_entry_path, model_status, push_to_hub
-from ..io_utils import atomic_write_text
-from ..registry import (NVIDIA_LICENCE, NVIDIA_LICENCE_NOTE, NVIDIA_LICENCE_URL, get_model_entry,
+from ..hub.download import model_status
+from ..hub.export import export_checkpoint, push_to_hub
+from ..hub.refs import MODEL_HELP
+from ..hub.resolve import model_entry_path
+from ..io.atomic import atomic_write_text
+from ..hub.registry import (NVIDIA_LICENCE, NVIDIA_LICENCE_NOTE, NVIDIA_LICENCE_URL, get_model_entry,
                         list_models)
 from . import app
 

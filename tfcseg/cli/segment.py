@@ -11,10 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..hub import MODEL_HELP
-from ..io_utils import atomic_write_text
+from ..hub.refs import MODEL_HELP
+from ..io.atomic import atomic_write_text
+from ..io.video import ensure_writable_folder
 from ..segment import segment_video
-from ..videoio import ensure_writable_folder
 from . import app, err_console
 
 

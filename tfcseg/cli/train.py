@@ -15,8 +15,29 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import TfcsegError
-from ..io_utils import atomic_write_text
+from ..io.atomic import atomic_write_text
+from ..training.config import PRESETS, TrainConfig
 from . import app
+
+_DEFAULTS = TrainConfig()
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "off"
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return f"{value[0]}x{value[1]}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _default(field: str) -> str:
+    """The default of a TrainConfig field under each preset, for --help: "(paper: 1, cpu: 8)",
+    or "(default: 1)" when every preset agrees. Read from the presets themselves, so the help
+    never drifts from them. (Round brackets: rich reads square ones as markup.)"""
+    values = {name: _shown(over.get(field, getattr(_DEFAULTS, field))) for name, over in PRESETS.items()}
+    if len(set(values.values())) == 1:
+        return f"(default: {next(iter(values.values()))})"
+    return "(" + ", ".join(f"{k}: {v}" for k, v in values.items()) + ")"
 
 
 def _ints(text: str | None, name: str) -> list[int] | None:
@@ -64,27 +85,29 @@ def train(
     variant: Optional[str] = typer.Option(None, "--variant", help="b0..b5 (default: the --init checkpoint's, else b0)."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from this SegFormer/tfcseg checkpoint "
                                        "(folder, file or Hub id); TFC's modules start fresh. Default: from scratch."),
-    iters: Optional[int] = typer.Option(None, "--iters", help="Total iterations [paper: 160000]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per process [1]."),
-    crop: Optional[int] = typer.Option(None, "--crop", help="Square crop size [480]."),
+    iters: Optional[int] = typer.Option(None, "--iters", help=f"Total iterations {_default('iters')}."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Clips per process {_default('batch_size')}."),
+    crop: Optional[int] = typer.Option(None, "--crop", help=f"Square crop size {_default('crop')}."),
     base_size: Optional[str] = typer.Option(None, "--base-size", help="HxW that the random rescale "
-                                            "(0.5-2.0) scales [480x853]."),
+                                            f"scales {_default('base_size')}."),
     keyframe_interval: Optional[int] = typer.Option(None, "--keyframe-interval", "--clip-len",
-                                                    help="Frames per clip: keyframe + interval-1 non-keyframes [4]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Encoder learning rate; decoder and TFC at 10x [6e-5]."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warmup iterations [1500]."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay [0.01]."),
-    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this [off]."),
-    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: bf16, fp16 or off [off]."),
+                                                    help=f"Frames per clip: keyframe + interval-1 non-keyframes {_default('keyframe_interval')}."),
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Encoder learning rate {_default('lr')}; decoder and TFC at --head-lr-mult x."),
+    head_lr_mult: Optional[float] = typer.Option(None, "--head-lr-mult", help="Learning-rate multiplier "
+                                                 f"of the decoder and TFC's modules {_default('head_lr_mult')}."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help=f"Linear warmup iterations {_default('warmup_iters')}."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"AdamW weight decay {_default('weight_decay')}."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help=f"Clip the gradient norm to this {_default('grad_clip')}."),
+    amp: Optional[str] = typer.Option(None, "--amp", help=f"Mixed precision: bf16, fp16 or off {_default('amp')}."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers per process [auto]."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda [auto]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [0]."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Checkpoint every N iterations [2000]."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="Log averages every N iterations [20]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed {_default('seed')}."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help=f"Checkpoint every N iterations {_default('save_every')}."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help=f"Log averages every N iterations {_default('log_every')}."),
     eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Evaluate on --eval-split every N "
-                                             "iterations and at the end, keeping best/ (0 = never) [0]."),
-    eval_split: Optional[str] = typer.Option(None, "--eval-split", help="Split for --eval-every [val]."),
-    eval_short_side: Optional[int] = typer.Option(None, "--eval-short-side", help="Evaluation frame short side [480]."),
+                                             f"iterations and at the end, keeping best/ (0 = never) {_default('eval_every')}."),
+    eval_split: Optional[str] = typer.Option(None, "--eval-split", help=f"Split for --eval-every {_default('eval_split')}."),
+    eval_short_side: Optional[int] = typer.Option(None, "--eval-short-side", help=f"Evaluation frame short side; off = the model's own {_default('eval_short_side')}."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop cleanly after this many "
                                                 "minutes, saving a checkpoint (continue with --resume)."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Stop cleanly after this iteration "
@@ -106,7 +129,7 @@ def train(
     Single process: `tfcseg train --data-root ROOT ...`. Many: `torchrun --nproc_per_node N
     -m tfcseg train ...` (NCCL on GPUs, gloo on CPUs); only rank 0 writes.
     """
-    from ..train import PRESETS, TrainConfig, Trainer
+    from ..training import Trainer
 
     if preset not in PRESETS:
         raise TfcsegError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -125,7 +148,7 @@ def train(
     given = dict(
         data_root=str(data_root), out=str(out), variant=variant, init=init, iters=iters,
         batch_size=batch_size, crop=crop, base_size=_size(base_size), keyframe_interval=keyframe_interval,
-        lr=lr, warmup_iters=warmup, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp,
+        lr=lr, head_lr_mult=head_lr_mult, warmup_iters=warmup, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp,
         workers=workers, device=device, seed=seed, save_every=save_every, log_every=log_every,
         eval_every=eval_every, eval_split=eval_split, eval_short_side=eval_short_side,
         max_minutes=max_minutes, stop_at=stop_at,

@@ -7,7 +7,7 @@ own (label_num_dic_final.json), in label order.
 
 from __future__ import annotations
 
-from ..palette import default_palette
+from ..io.palette import default_palette
 
 VSPW_CLASSES: tuple[str, ...] = (
     "wall", "ceiling", "door", "stair", "ladder", "escalator", "Playground_slide",

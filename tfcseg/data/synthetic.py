@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..io_utils import atomic_write_bytes, atomic_write_text
-from ..palette import default_palette
-from .vspw import encode_png_indices, mask_palette
+from ..io.atomic import atomic_write_bytes, atomic_write_text
+from ..io.palette import default_palette
+from .masks import encode_png_indices, mask_palette
 
 MAX_SHAPES = 5
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-IGNORE_INDEX = 255
+from .masks import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,215 @@
+"""The streaming VideoSegmenter: modes, sizes, stability, memory."""
+
+from __future__ import annotations
+
+import gc
+import resource
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tfcseg
+from tfcseg import TFCSegFormer, VideoSegmenter
+from tfcseg.segmenter import inference_size, preprocess
+
+from conftest import randomise_bn, tiny_config
+
+
+def _model(num_classes: int = 5, trained: bool = True) -> TFCSegFormer:
+    torch.manual_seed(0)
+    model = TFCSegFormer(tiny_config(num_classes=num_classes, tfc_trained=trained))
+    randomise_bn(model)
+    return model.eval()
+
+
+def _video(n: int, h: int = 48, w: int = 80, seed: int = 0):
+    """A smooth scene panning right by 2 pixels a frame, with a square moving down."""
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(0, 256, (6, 40, 3), dtype=np.uint8), (w * 5, h),
+                      interpolation=cv2.INTER_LINEAR)
+    for i in range(n):
+        frame = np.ascontiguousarray(base[:, (2 * i) % (4 * w):(2 * i) % (4 * w) + w])
+        y = (3 * i) % (h - 12)
+        frame[y:y + 12, 10:22] = (255, 0, 0)
+        yield frame
+
+
+def _reference_labels(model, frame, size):
+    """What a plain SegFormer on the frame gives (the definition of a keyframe's labels)."""
+    with torch.no_grad():
+        logits = model.image_logits(preprocess(frame, size))
+    # logits upsampled straight to the frame's own size, then argmax (as mmseg does)
+    return F.interpolate(logits, size=frame.shape[:2], mode="bilinear", align_corners=False).argmax(1)[0].numpy()
+
+
+def test_inference_size():
+    assert inference_size(1080, 1920, 480) == (480, 853)
+    assert inference_size(720, 1280, 480) == (480, 853)
+    assert inference_size(480, 853, 480) == (480, 853)
+    assert inference_size(1920, 1080, 480) == (853, 480)
+    assert inference_size(360, 480, 480) == (480, 640)
+    assert inference_size(333, 500, 0) == (333, 500)
+
+
+def test_preprocess_normalises():
+    frame = np.zeros((4, 6, 3), np.uint8)
+    frame[..., 0] = 255
+    x = preprocess(frame)
+    assert x.shape == (1, 3, 4, 6) and x.is_contiguous()
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([(1 - 0.485) / 0.229, -0.456 / 0.224, -0.406 / 0.225]))
+    assert preprocess(frame, (8, 12)).shape == (1, 3, 8, 12)
+
+
+@pytest.mark.parametrize("mode,keys", [
+    ("tfc", [1, 0, 0, 0, 1, 0, 0, 0, 1, 0]),
+    ("reuse", [1, 0, 0, 0, 1, 0, 0, 0, 1, 0]),
+    ("segformer", [1] * 10),
+])
+def test_modes(mode, keys):
+    model = _model()
+    frames = list(_video(10))
+    results = list(VideoSegmenter(model, mode=mode, short_side=0).segment(frames))
+    assert [r.index for r in results] == list(range(10))
+    assert [int(r.is_keyframe) for r in results] == keys
+    for r, frame in zip(results, frames):
+        assert r.labels.shape == (48, 80) and r.labels.dtype == np.uint8
+        assert r.logits_lowres is None
+        if r.is_keyframe:
+            assert np.array_equal(r.labels, _reference_labels(model, frame, (48, 80)))
+            assert r.msda_share == 0.0
+    shares = [r.msda_share for r in results if not r.is_keyframe]
+    if mode == "tfc":
+        assert all(0 < s < 1 for s in shares)
+    else:
+        assert all(s == 0 for s in shares)
+
+
+@pytest.mark.parametrize("mode", ["tfc", "reuse", "segformer"])
+def test_static_video_is_stable(mode):
+    model = _model()
+    frame = next(_video(1))
+    results = list(VideoSegmenter(model, keyframe_interval=5, mode=mode, short_side=0)
+                   .segment([frame] * 9, return_logits=True))
+    for r in results:
+        assert np.array_equal(r.labels, results[0].labels)
+        assert torch.equal(r.logits_lowres, results[0].logits_lowres)
+        assert r.msda_share == 0.0
+
+
+def test_resize_to_inference_size_and_back():
+    model = _model()
+    frames = [cv2.resize(f, (160, 96), interpolation=cv2.INTER_LINEAR) for f in _video(3)]
+    seg = VideoSegmenter(model, short_side=48)
+    results = list(seg.segment(frames, return_logits=True))
+    for r, frame in zip(results, frames):
+        assert r.labels.shape == (96, 160)
+        assert r.logits_lowres.shape == (5, 12, 20)  # 48 x 80 inference size, 1/4
+    assert np.array_equal(results[0].labels, _reference_labels(model, frames[0], (48, 80)))
+
+
+def test_frame_at_inference_size_is_not_resized(monkeypatch):
+    model = _model()
+    frames = list(_video(2))  # 48 x 80: short side 48
+    calls = []
+    real = cv2.resize
+    monkeypatch.setattr(cv2, "resize", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    list(VideoSegmenter(model, short_side=48).segment(frames))
+    assert calls == []
+    model.config.inference_short_side = 48  # the default comes from the config
+    assert VideoSegmenter(model).short_side == 48
+
+
+def test_size_change_starts_a_keyframe_and_reset():
+    model = _model()
+    small, big = list(_video(3)), list(_video(3, h=64, w=96))
+    seg = VideoSegmenter(model, keyframe_interval=10, short_side=0)
+    results = list(seg.segment(small + big))
+    assert [r.is_keyframe for r in results] == [True, False, False, True, False, False]
+    assert results[3].labels.shape == (64, 96)
+    more = list(seg.segment(big[:1]))  # the session continues across calls
+    assert more[0].index == 6 and not more[0].is_keyframe
+    seg.reset()
+    again = list(seg.segment(big[:2]))
+    assert again[0].index == 0 and again[0].is_keyframe and not again[1].is_keyframe
+
+
+def test_many_classes_give_int32_labels():
+    model = _model(num_classes=300)
+    r = next(VideoSegmenter(model, short_side=0).segment(_video(1)))
+    assert r.labels.dtype == np.int32 and r.labels.max() < 300
+
+
+def test_bad_input_is_named():
+    seg = VideoSegmenter(_model(), short_side=0)
+    good = next(_video(1))
+    with pytest.raises(ValueError, match="frame 1: expected uint8"):
+        list(seg.segment([good, good.astype(np.float32)]))
+    with pytest.raises(ValueError, match="H x W x 3"):
+        list(VideoSegmenter(_model(), short_side=0).segment([good[..., 0]]))
+    with pytest.raises(ValueError, match="mode"):
+        VideoSegmenter(_model(), mode="fast")
+    with pytest.raises(ValueError, match="short side 24 is below the 29"):
+        VideoSegmenter(_model(), short_side=24)
+    with pytest.raises(ValueError, match="frame 0: 24x40 at inference is smaller than the 29"):
+        list(VideoSegmenter(_model(), short_side=0).segment([np.ascontiguousarray(good[:24, :40])]))
+
+
+def test_runs_outside_inference_mode_between_frames():
+    seg = VideoSegmenter(_model(), short_side=0)
+    for _ in seg.segment(_video(2)):
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+
+
+def test_exported_at_top_level():
+    assert tfcseg.VideoSegmenter is VideoSegmenter
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def test_memory_stays_flat_over_a_long_stream():
+    """Peak RSS at frame 1000 is that of frame 100: only one keyframe state is held."""
+    model = _model()
+    seg = VideoSegmenter(model, short_side=0)
+    peak = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny frames: one thread is fastest, and robust to a busy CI box
+    try:
+        for r in seg.segment(_video(1001)):
+            if r.index in (100, 1000):
+                gc.collect()
+                peak[r.index] = _rss_mb()
+    finally:
+        torch.set_num_threads(threads)
+    # one keyframe state here is ~0.13 MB: 225 leaked states would add ~30 MB
+    assert peak[1000] - peak[100] < 10, peak
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_agrees_with_fp32(precision):
+    if precision == "fp16" and not torch.cuda.is_available():
+        pytest.skip("fp16 autocast is a GPU option")
+    model = _model()
+    frames = list(_video(5))
+    fp32 = list(VideoSegmenter(model, keyframe_interval=3, short_side=0).segment(frames, return_logits=True))
+    low = list(VideoSegmenter(model, keyframe_interval=3, short_side=0, precision=precision)
+               .segment(frames, return_logits=True))
+    agree = np.mean([np.mean(a.labels == r.labels) for a, r in zip(fp32, low)])
+    # reduced precision really ran: the logits differ from fp32's (slightly)
+    assert not any(torch.equal(a.logits_lowres, r.logits_lowres) for a, r in zip(fp32, low))
+    assert [r.is_keyframe for r in low] == [True, False, False, True, False]
+    assert agree > 0.9
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision"):
+        VideoSegmenter(_model(), precision="int4")
+
+
+def test_too_small_short_side_is_refused_up_front():
+    with pytest.raises(ValueError, match="short side 20 is below"):
+        VideoSegmenter(_model(), short_side=20)

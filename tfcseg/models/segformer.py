@@ -1,0 +1,103 @@
+"""The TFC model: SegFormer (MiT encoder + all-MLP decoder) composed with TFC's temporal fusion.
+
+    keyframe      all four encoder stages, the decoder (folded), the classifier; keeps a state
+    non_keyframe  encoder stages 1-2, then TemporalFusion against the keyframe's state
+    clip_forward  the differentiable training pass over a clip (keyframe + non-keyframes)
+
+Parameters: `encoder.*` (mit.py), `decoder.*` (decoder.py), `temporal.msda.*` (temporal.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig, TFCOptions
+from .decoder import AllMLPDecoder
+from .folded import eval_head
+from .layout import rows_to_image
+from .mit import MixTransformer
+from .state import ClipOutput, KeyframeState, NonKeyframeInfo
+from .temporal import TemporalFusion
+
+# Pixel normalisation of every SegFormer checkpoint (ImageNet mean and std, RGB, 0..1 units).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TFCSegFormer(nn.Module):
+    """SegFormer with TFC's temporal fusion."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = MixTransformer(config)
+        self.decoder = AllMLPDecoder(config)
+        # Always built (fixed checkpoint keys `temporal.msda.*`); sparse MSDA is used at
+        # inference only when config.tfc_trained.
+        self.temporal = TemporalFusion(config)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def image_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """SegFormer's logits [B, K, ceil(H/4), ceil(W/4)] for ImageNet-normalised pixels
+        [B, 3, H, W] of any size (the keyframe path). In eval mode without autograd they are
+        a channels-last tensor (the folded head's layout): `.contiguous()` before `.view()`."""
+        return self.decoder(self.encoder(pixels))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.image_logits(pixels)
+
+    # ---- TFC inference (eval mode) ----------------------------------------------------------
+    def _require_eval(self) -> None:
+        if self.training:
+            raise RuntimeError("keyframe()/non_keyframe() are the inference path: call model.eval() "
+                               "first (clip_forward() is the training path)")
+
+    def keyframe(self, pixels: torch.Tensor) -> tuple[torch.Tensor, KeyframeState]:
+        """Keyframe pass: logits [B, K, h4, w4] (identical to `image_logits`; a channels-last
+        view) and the state its non-keyframes need."""
+        self._require_eval()
+        feats = self.encoder(pixels)
+        rows, base = eval_head(self.decoder, feats)
+        x1 = feats[0]
+        state = KeyframeState(size=tuple(pixels.shape[-2:]), x1=x1, x2=feats[1], x3=feats[2],
+                              x4=feats[3], base=base, logits=rows)
+        # a copy for the caller: editing the returned logits must not change what later
+        # non-keyframes interpolate towards
+        return rows_to_image(rows.clone(), x1.shape[0], *x1.shape[-2:]), state
+
+    def non_keyframe(self, pixels: torch.Tensor, state: KeyframeState,
+                     options: TFCOptions | None = None) -> tuple[torch.Tensor, NonKeyframeInfo]:
+        """Non-keyframe pass against `state` (its keyframe's): logits [B, K, h4, w4] (a
+        channels-last view) and info (similarity, msda_share). `options` default to
+        `config.tfc` (the MSDA module's heads, points and levels are fixed when the model is
+        built; here only similarity_level, interpolation, fixed_weight, msda and
+        msda_threshold apply)."""
+        self._require_eval()
+        options = options or self.config.tfc
+        options.validate()
+        if tuple(pixels.shape[-2:]) != tuple(state.size) or pixels.shape[0] != state.batch:
+            raise ValueError(f"frame batch/size {tuple(pixels.shape[:1]) + tuple(pixels.shape[-2:])} "
+                             f"differs from its keyframe's {(state.batch, *state.size)}")
+        x1, x2 = self.encoder(pixels, stages=2)
+        rows, info = self.temporal.non_keyframe(self.decoder, x1, x2, state, options)
+        return rows_to_image(rows, x1.shape[0], *x1.shape[-2:]), info
+
+    # ---- TFC training ---------------------------------------------------------------------------
+    def clip_forward(self, clip: torch.Tensor) -> ClipOutput:
+        """Training pass over a clip [B, T, 3, H, W] (frame 0 the keyframe, frames 1..T-1
+        non-keyframes against it): logits [B, T, K, h4, w4] and similarity [B, T-1, h4, w4];
+        differentiable."""
+        if clip.dim() != 5:
+            raise ValueError(f"clip must be [B, T, 3, H, W], got {tuple(clip.shape)}")
+        b, t = clip.shape[:2]
+        x1, x2 = self.encoder(clip.flatten(0, 1), stages=2)  # [B*T, C, ...], index b*T + i
+        x3, x4 = self.encoder(x2.view(b, t, *x2.shape[1:])[:, 0], stages=4, start=2)  # keyframes
+        return self.temporal.clip(self.decoder, x1, x2, x3, x4, b, self.config.tfc)

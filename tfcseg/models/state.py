@@ -1,0 +1,47 @@
+"""What TFC carries between frames, and what its passes return.
+
+A keyframe leaves a `KeyframeState`; each non-keyframe reads it (and fills its lazy cache) and
+returns logits with a `NonKeyframeInfo`; the training pass over a clip returns `ClipOutput`.
+Nothing else persists between frames: a video session holds one state, never the video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class KeyframeState:
+    """What a non-keyframe needs from its keyframe (and only that). B = batch, D = decoder
+    width, K = classes, (h4, w4) = the 1/4 map; rows = one per point of the 1/4 map,
+    batch-major (see layout.py)."""
+
+    size: tuple[int, int]  # (H, W) of the keyframe's input pixels
+    x1: torch.Tensor  # [B, C_1, h4, w4]   encoder stage 1 (for the level-1 similarity)
+    x2: torch.Tensor  # [B, C_2, h8, w8]   encoder stage 2 (for the level-2 similarity)
+    x3: torch.Tensor  # [B, C_3, h16, w16] encoder stage 3 (reused; MSDA values)
+    x4: torch.Tensor  # [B, C_4, h32, w32] encoder stage 4 (reused; MSDA values)
+    base: torch.Tensor  # [B*h4*w4, D] the folded level-3/4 share of z (+ bias), reused
+    logits: torch.Tensor  # [B*h4*w4, K] the keyframe's logits rows (for interpolation)
+    # lazily filled by TemporalFusion: "unit1"/"unit2" -> [B*h4*w4, r] unit features in the
+    # reduced basis; "value3"/"value4" -> [B, h_l*w_l, D] MSDA values of the reused levels
+    cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    @property
+    def batch(self) -> int:
+        return self.x1.shape[0]
+
+
+@dataclass
+class NonKeyframeInfo:
+    similarity: torch.Tensor  # [B, h4, w4] raw cosine w_t (before any clamp)
+    msda_share: float  # fraction of the points that sparse MSDA updated (0.0 when off)
+
+
+@dataclass
+class ClipOutput:
+    logits: torch.Tensor  # [B, T, K, h4, w4]; frame 0 is the keyframe
+    similarity: torch.Tensor  # [B, T-1, h4, w4] raw cosine of frames 1..T-1 vs frame 0
+    msda_share: float  # fraction of non-keyframe points that MSDA updated

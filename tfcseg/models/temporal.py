@@ -1,0 +1,329 @@
+"""TFC's temporal fusion (the paper's sections 3.2-3.3): similarity, interpolation, sparse MSDA.
+
+Keyframe k: plain SegFormer (all four encoder stages, decoder, classifier); the state kept
+for the frames after it is a `KeyframeState` (state.py). `TFCSegFormer` (segformer.py) runs
+the encoder and hands the maps to `TemporalFusion`, which owns everything TFC adds.
+
+Non-keyframe t, in this order:
+  1. encoder stages 1-2 on frame t; x_t = (x_t^1, x_t^2, x_k^3, x_k^4);
+  2. similarity w_t = cosine(x̂_k^l, x̂_t^l) per point of the 1/4 map (l = 2, or 1), where
+     x̂^l = resize(P_l x^l + b_l) is the decoder's projected level-l feature;
+  3. decoder -> z_t (the level-3/4 terms come from the keyframe unchanged);
+  4. sparse MSDA: the points with w < threshold get a residual update
+     z_t[q] += MSDA(query = z_t[q], values = pyramid of x_t);
+  5. interpolation z'_t = ŵ z_k + (1 - ŵ) z_t (ŵ = clamp(w, 0, 1) for `soft`);
+  6. classifier.
+
+The MSDA value pyramid (a choice the paper leaves open): level l's values are the decoder's
+projection P_l x^l + b_l at the level's own resolution (D channels, so every level has the
+same width as the queries z_t), levels 1-2 from frame t and 3-4 from the keyframe, then
+MSDA's own `value_proj`. With `msda_levels = L < 4` the L finest levels are used. At
+inference P_l and value_proj are applied as one folded C_l -> D map (`level_values`).
+
+The similarity is computed as 1 - |u_k - u_t|^2 / 2 with u = x̂ / |x̂| (per point), which is
+the cosine for unit vectors and is exactly 1 when the two features are bitwise equal (a
+static scene), so that a threshold of 1.0 selects no point there.
+
+Inference (`non_keyframe`) uses the decoder's folded eval form on rows (folded.py) and
+computes the same quantities more cheaply: the similarity in a (C_l + 1)-dimensional basis
+with the same inner products (`similarity_basis`), and the interpolation of step 5 on logits
+rather than on z (the classifier is affine). Training (`clip`) uses the plain form, so
+BatchNorm and dropout behave as in training.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.msda import MSDeformAttn, level_layout, pixel_centres
+from .config import ModelConfig, TFCOptions
+from .decoder import AllMLPDecoder
+from .folded import level_rows
+from .layout import image_to_rows, no_autocast, resize, rows_to_image, tensor_key, upsample_to_rows
+from .state import ClipOutput, KeyframeState, NonKeyframeInfo
+
+
+# ---- building blocks ----------------------------------------------------------------------
+
+
+def unit_features(xhat: torch.Tensor) -> torch.Tensor:
+    """x̂ / |x̂| over channels: [B, D, h, w] -> [B, D, h, w] (zero vectors stay zero)."""
+    return F.normalize(xhat, dim=1)
+
+
+def similarity_from_rows(unit_k: torch.Tensor, unit_t: torch.Tensor) -> torch.Tensor:
+    """The same from unit rows [N, r] x 2 -> [N]; overwrites unit_t (in place: these are
+    large, and fresh allocations cost more than the arithmetic)."""
+    if torch.is_grad_enabled() and (unit_k.requires_grad or unit_t.requires_grad):
+        return 1.0 - 0.5 * (unit_k - unit_t).pow(2).sum(-1)  # autograd keeps its inputs
+    diff = unit_t.sub_(unit_k)
+    return torch.linalg.vector_norm(diff, dim=1).square_().mul_(-0.5).add_(1.0)
+
+
+def similarity_from_units(unit_k: torch.Tensor, unit_t: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity per point from unit features: [..., D, h, w] x 2 -> [..., h, w].
+    Exactly 1.0 where the features are equal."""
+    return 1.0 - 0.5 * (unit_k - unit_t).pow(2).sum(-3)
+
+
+def interpolation_weight(similarity: torch.Tensor, options: TFCOptions) -> torch.Tensor | None:
+    """ŵ [B, h, w] for z' = ŵ z_k + (1 - ŵ) z_t, or None for `none` (z' = z_t)."""
+    if options.interpolation == "soft":
+        return similarity.clamp(0.0, 1.0)
+    if options.interpolation == "hard":
+        return (similarity >= options.msda_threshold).to(similarity.dtype)
+    if options.interpolation == "fixed":
+        return torch.full_like(similarity, options.fixed_weight)
+    return None
+
+
+def interpolate(z_t: torch.Tensor, z_k: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """z'_t = ŵ z_k + (1 - ŵ) z_t per point (z: [..., D, h, w], ŵ: [..., h, w]).
+    torch.lerp is exact at both ends: ŵ = 1 gives z_k and ŵ = 0 gives z_t bit for bit."""
+    if weight is None:
+        return z_t
+    return torch.lerp(z_t, z_k, weight.unsqueeze(-3).to(z_t.dtype))
+
+
+def flatten_levels(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Per-level maps [B, D, h_l, w_l] -> the flattened pyramid [B, sum_l h_l*w_l, D]."""
+    return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
+
+
+def dense_msda(msda: MSDeformAttn, z: torch.Tensor, value: torch.Tensor,
+               spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+               value_projected: bool = False) -> torch.Tensor:
+    """z + MSDA(z) at every point of z [B, D, h, w], reference points at pixel centres."""
+    b, d, h, w = z.shape
+    flat = z.flatten(2).transpose(1, 2)  # [B, h*w, D]
+    ref = pixel_centres(h, w, z.device, z.dtype)[None].expand(b, -1, -1)
+    out = msda(flat, ref, value, spatial_shapes, level_start_index, value_projected)
+    return (flat + out).transpose(1, 2).reshape(b, d, h, w)
+
+
+def sparse_msda(msda: MSDeformAttn, z: torch.Tensor, select: torch.Tensor, value: torch.Tensor,
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                value_projected: bool = False) -> torch.Tensor:
+    """z with the selected points updated: z[q] + MSDA(z[q]) where select[q] (else z[q]).
+
+    z [B, D, h, w], select bool [B, h, w], value [B, S, D]. The selected queries are
+    gathered (selected points first, row-major; each row padded to the largest count with
+    unselected points, whose result is discarded), run through MSDA, and added back with
+    a scatter. Differentiable in z and value."""
+    b, d, h, w = z.shape
+    sel = select.reshape(b, h * w)
+    counts = sel.sum(1)  # [B]
+    q = int(counts.max()) if b else 0
+    if q == 0 and not (torch.is_grad_enabled() and any(p.requires_grad for p in msda.parameters())):
+        return z
+    # (in training an empty selection still runs, on zero queries, so that MSDA's
+    # parameters get zero gradients rather than none: DDP needs no find_unused_parameters)
+    flat = z.flatten(2).transpose(1, 2)  # [B, h*w, D]
+    # a permutation per row with the selected points first (stable: row-major order)
+    order = torch.argsort((~sel).to(torch.uint8), dim=1, stable=True)[:, :q]  # [B, q]
+    idx = order[..., None].expand(b, q, d)
+    query = flat.gather(1, idx)  # [B, q, D]
+    ref = pixel_centres(h, w, z.device, z.dtype)[order]  # [B, q, 2]
+    out = msda(query, ref, value, spatial_shapes, level_start_index, value_projected)
+    valid = torch.arange(q, device=z.device)[None] < counts[:, None]  # [B, q]
+    out = out * valid[..., None].to(out.dtype)
+    flat = flat.scatter_add(1, idx, out.to(flat.dtype))  # indices in a row are distinct
+    return flat.transpose(1, 2).reshape(b, d, h, w)
+
+
+# ---- the module -------------------------------------------------------------------------------
+
+
+class TemporalFusion(nn.Module):
+    """Everything TFC adds to SegFormer at non-keyframes: the similarity to the keyframe, the
+    interpolation towards it and sparse MSDA. Parameters: `msda.*` (the only trained part).
+
+    Owns the caches derived from weights (the reduced similarity bases, one per level) and the
+    one-time warning that an untrained model runs with MSDA off. Works on the encoder maps and
+    the decoder handed to it by `TFCSegFormer`; it never runs the encoder itself.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config  # the model's (shared): tfc_trained and the default options
+        # Queries: z_t (D channels); values: the decoder's projections (see the module docstring).
+        self.msda = MSDeformAttn(config.decoder_dim, config.tfc.msda_levels,
+                                 config.tfc.msda_heads, config.tfc.msda_points)
+        # level -> (key of the projection's weights, (R_w^T, R_b)); see `similarity_basis`
+        self._bases: dict[int, tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._warned_untrained = False
+
+    # ---- inference ------------------------------------------------------------------------
+    def msda_enabled(self, options: TFCOptions) -> bool:
+        """Whether sparse MSDA runs at inference: asked for, and the module is trained."""
+        if not options.msda:
+            return False
+        if not self.config.tfc_trained:
+            if not self._warned_untrained:
+                warnings.warn("this model's TFC modules are untrained (tfc_trained=False, e.g. official "
+                              "SegFormer weights): sparse MSDA is off; similarity and interpolation "
+                              "still apply", stacklevel=4)
+                self._warned_untrained = True
+            return False
+        return True
+
+    def similarity_basis(self, projection: nn.Linear, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R_w^T [C_l, r], R_b [r]) with <P_l u + b_l, P_l v + b_l> = <R_w u + R_b, R_w v + R_b>
+        for all u, v (fp32, or fp64 for a float64 model; r = min(D, C_l + 1)); `projection` is
+        the decoder's P_l, b_l.
+
+        With M = [P_l | b_l] (D x (C_l+1)) and its QR factorisation M = Q R, Q has orthonormal
+        columns, so <M ũ, M ṽ> = <R ũ, R ṽ> (ũ = [u; 1]): the cosine of two projected features
+        is the cosine of their images under R, in C_l + 1 dimensions instead of D (65 instead
+        of 256 for B0's level 2). Bilinear resizing commutes with the affine map (its weights
+        sum to 1), so the map is applied at the level's own resolution and its r channels
+        resized."""
+        lin = projection
+        key = (tensor_key(lin.weight), tensor_key(lin.bias))
+        if level not in self._bases or self._bases[level][0] != key:
+            with torch.inference_mode(False), torch.no_grad(), \
+                    torch.autocast(lin.weight.device.type, enabled=False):  # (see AllMLPDecoder.folded)
+                # [D, C_l + 1], factorised in float64 on the CPU (some devices lack float64)
+                m = torch.cat([lin.weight, lin.bias[:, None]], 1).detach().cpu().double()
+                dtype = torch.promote_types(lin.weight.dtype, torch.float32)  # fp32, or fp64
+                r = torch.linalg.qr(m, mode="r").R.to(lin.weight.device, dtype)  # [r, C_l + 1]
+            self._bases[level] = (key, (r[:, :-1].t().contiguous(), r[:, -1].contiguous()))
+        return self._bases[level][1]
+
+    def unit_rows(self, decoder: AllMLPDecoder, level: int, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """u = x̂^l / |x̂^l| as rows [B*h4*w4, r] in the reduced basis (in fp32 at least, outside
+        autocast). Level 2 is mapped at its own resolution and then resized (r channels: 4x
+        fewer rows through the matmul than mapping after the resize)."""
+        rw_t, r_b = self.similarity_basis(decoder.projection(level), level)
+        x = x1 if level == 1 else x2
+        y = torch.addmm(r_b, image_to_rows(x).to(r_b.dtype), rw_t)  # [B*h_l*w_l, r]
+        if level == 2:
+            y = upsample_to_rows(rows_to_image(y, x.shape[0], *x.shape[-2:]), tuple(x1.shape[-2:]))
+        if torch.is_grad_enabled() and y.requires_grad:
+            return F.normalize(y, dim=1)  # out of place: autograd keeps its inputs
+        return y.div_(torch.linalg.vector_norm(y, dim=1, keepdim=True).clamp_min_(1e-12))
+
+    def _keyframe_unit(self, decoder: AllMLPDecoder, state: KeyframeState, level: int) -> torch.Tensor:
+        key = f"unit{level}"
+        if key not in state.cache:
+            with no_autocast(state.x1):
+                state.cache[key] = self.unit_rows(decoder, level, state.x1, state.x2)
+        return state.cache[key]
+
+    def level_values(self, decoder: AllMLPDecoder, level: int, x: torch.Tensor) -> torch.Tensor:
+        """MSDA values of level l: value_proj(P_l x^l + b_l), flattened to [B, h_l*w_l, D].
+        Both maps are linear, so they are applied as one C_l -> D map (W_v P_l, W_v b_l + b_v):
+        the same values up to float rounding, without a D -> D map over the 1/4 grid."""
+        lin, vp = decoder.projection(level), self.msda.value_proj
+        weight = vp.weight @ lin.weight  # [D, C_l]
+        bias = vp.weight @ lin.bias + vp.bias  # [D]
+        rows = image_to_rows(x).view(x.shape[0], -1, x.shape[1])
+        if not torch.is_autocast_enabled(x.device.type):  # e.g. a bf16 keyframe's maps, fp32 now
+            rows = rows.to(weight.dtype)
+        return F.linear(rows, weight, bias)
+
+    def msda_inputs(self, decoder: AllMLPDecoder, x1: torch.Tensor, x2: torch.Tensor,
+                    state: KeyframeState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(value [B, S, D], spatial_shapes, level_start_index) of a non-keyframe: levels 1-2
+        from its own maps, 3-4 from the keyframe's (cached in the state)."""
+        values = []
+        levels = [(1, x1), (2, x2), (3, state.x3), (4, state.x4)][:self.msda.n_levels]
+        for level, x in levels:
+            if level <= 2:
+                values.append(self.level_values(decoder, level, x))
+            else:
+                key = f"value{level}"
+                if key not in state.cache:
+                    state.cache[key] = self.level_values(decoder, level, x)
+                values.append(state.cache[key])
+        shapes, starts = level_layout([tuple(x.shape[-2:]) for _, x in levels], x1.device)
+        return torch.cat(values, 1), shapes, starts
+
+    def non_keyframe(self, decoder: AllMLPDecoder, x1: torch.Tensor, x2: torch.Tensor,
+                     state: KeyframeState, options: TFCOptions) -> tuple[torch.Tensor, NonKeyframeInfo]:
+        """Logits rows [B*h4*w4, K] of a non-keyframe from its stage-1/2 maps and its keyframe's
+        state (eval; steps 2-6 of the module docstring), and `NonKeyframeInfo`.
+
+        The interpolation runs on logits: the classifier is affine per point, so
+        classifier(ŵ z_k + (1 - ŵ) z_t) = ŵ logits_k + (1 - ŵ) classifier(z_t), with K channels
+        instead of D and without z_k."""
+        b, size = x1.shape[0], tuple(x1.shape[-2:])
+        level = options.similarity_level
+        unit_k = self._keyframe_unit(decoder, state, level)
+        msda = self.msda_enabled(options)
+        head = decoder.folded(state.base.dtype)
+        with no_autocast(x1):
+            x1_rows, up2_rows = level_rows(x1, x2, state.base.dtype)  # [B*h4*w4, C_1 / C_2]
+            unit_t = self.unit_rows(decoder, level, x1, x2)
+            similarity = similarity_from_rows(unit_k, unit_t).view(b, *size)  # [B, h4, w4]
+            select = similarity < options.msda_threshold if msda else None  # strictly below
+            count = int(select.sum()) if msda else 0
+            if not count:
+                rows = head.logits_rows(state.base, x1_rows, up2_rows)  # [B*h4*w4, K]
+            else:
+                z = head.features_rows(state.base, x1_rows, up2_rows)  # [B*h4*w4, D]
+        if count:  # sparse MSDA on z (in the caller's autocast, as its linears expect)
+            value, shapes, starts = self.msda_inputs(decoder, x1, x2, state)
+            z = rows_to_image(z, b, *size)
+            if not torch.is_autocast_enabled(z.device.type):  # the head ran in the keyframe's dtype
+                z = z.to(self.msda.value_proj.weight.dtype)
+            z = sparse_msda(self.msda, z, select, value, shapes, starts, value_projected=True)
+            with no_autocast(x1):
+                rows = head.classify_rows(image_to_rows(z).to(state.base.dtype))
+        weight = interpolation_weight(similarity, options)
+        if weight is not None:
+            rows = torch.lerp(rows, state.logits, weight.reshape(-1, 1).to(rows.dtype))
+        share = count / similarity.numel() if msda else 0.0
+        return rows, NonKeyframeInfo(similarity=similarity, msda_share=share)
+
+    # ---- training -------------------------------------------------------------------------
+    def clip(self, decoder: AllMLPDecoder, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor,
+             x4: torch.Tensor, batch: int, options: TFCOptions) -> ClipOutput:
+        """The differentiable pass over a clip from its encoder maps: x1, x2 of every frame
+        [B*T, C, ...] (index b*T + i, frame 0 the keyframe) and x3, x4 of the keyframes
+        [B, C, ...], with the plain decoder (BatchNorm over all B*T frames in training). MSDA
+        runs on the points below `options.msda_threshold` when `options.msda` is on, whether
+        or not `tfc_trained` is set (this is how it is trained)."""
+        b, t = batch, x1.shape[0] // batch
+        size = x1.shape[-2:]
+        p1, p2 = decoder.project(1, x1), decoder.project(2, x2)  # [B*T, D, own resolution]
+        p3, p4 = decoder.project(3, x3), decoder.project(4, x4)  # [B, D, own resolution]
+
+        def per_frame(x: torch.Tensor) -> torch.Tensor:  # keyframe [B, ...] -> [B*T, ...]
+            return x[:, None].expand(b, t, *x.shape[1:]).flatten(0, 1)
+
+        hat1, hat2 = resize(p1, size), resize(p2, size)
+        z = decoder.fuse([hat1, hat2, per_frame(resize(p3, size)), per_frame(resize(p4, size))])
+        d, h, w = z.shape[1:]
+        z = z.view(b, t, d, h, w)
+        z_k, z_t = z[:, 0], z[:, 1:]  # [B, D, h, w], [B, T-1, D, h, w]
+
+        unit = unit_features(hat1 if options.similarity_level == 1 else hat2).view(b, t, d, h, w)
+        similarity = similarity_from_units(unit[:, :1], unit[:, 1:])  # [B, T-1, h, w]
+
+        share = 0.0
+        if options.msda and t > 1:
+            n = t - 1
+            select = (similarity < options.msda_threshold).flatten(0, 1)  # [B*(T-1), h, w]
+
+            def non_key(x: torch.Tensor) -> torch.Tensor:  # [B*T, ...] -> [B*(T-1), ...]
+                return x.view(b, t, *x.shape[1:])[:, 1:].flatten(0, 1)
+
+            def repeat(x: torch.Tensor) -> torch.Tensor:  # [B, ...] -> [B*(T-1), ...]
+                return x[:, None].expand(b, n, *x.shape[1:]).flatten(0, 1)
+
+            maps = [non_key(p1), non_key(p2), repeat(p3), repeat(p4)][:self.msda.n_levels]
+            value = self.msda.project_value(flatten_levels(maps))
+            shapes, starts = level_layout([tuple(m.shape[-2:]) for m in maps], z.device)
+            z_t = sparse_msda(self.msda, z_t.flatten(0, 1), select, value, shapes, starts,
+                              value_projected=True).view(b, n, d, h, w)
+            share = float(select.float().mean())
+        weight = interpolation_weight(similarity, options)
+        z_t = interpolate(z_t, z_k[:, None], weight)
+        logits = decoder.classify(torch.cat([z_k[:, None], z_t], 1).flatten(0, 1))
+        return ClipOutput(logits=logits.view(b, t, *logits.shape[1:]), similarity=similarity,
+                          msda_share=share)

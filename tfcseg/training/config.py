@@ -1,0 +1,118 @@
+"""What a training run is: `TrainConfig` (every setting, JSON-able) and named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import TfcsegError
+
+AMP_MODES = ("off", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs. The defaults are the paper's settings."""
+
+    data_root: str = ""
+    out: str = "runs/tfc"
+    # Model: a variant (b0..b5), optionally initialised from a checkpoint. `variant=None`
+    # takes the checkpoint's architecture, or b0 without one. `model_overrides` are extra
+    # ModelConfig fields (tiny test models, TFC options as {"tfc": {...}}).
+    variant: str | None = None
+    init: str | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    # Schedule
+    iters: int = 160_000
+    batch_size: int = 1  # clips per process
+    lr: float = 6e-5
+    head_lr_mult: float = 10.0  # decoder and TFC modules
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    poly_power: float = 1.0
+    min_lr_ratio: float = 0.0
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    grad_clip: float | None = None  # max gradient norm, None = no clipping
+    bce_weight: float = 1.0
+    focal_gamma: float = 1.0
+    # Data: keyframe + (keyframe_interval - 1) following frames per clip
+    train_split: str = "train"
+    keyframe_interval: int = 4
+    crop: int = 480
+    base_size: tuple[int, int] = (480, 853)  # (H, W) that ratio_range scales
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    cat_max_ratio: float = 0.75
+    flip: bool = True
+    photometric: bool = True
+    workers: int = -1  # DataLoader workers per process; -1 = auto (0 on a 2-core machine)
+    # Runtime
+    amp: str = "off"  # off | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda
+    sync_bn: bool = True  # SyncBatchNorm in the decoder under multi-GPU DDP
+    deterministic: bool = False
+    seed: int = 0
+    # Checkpoints, logs, evaluation
+    save_every: int = 2000
+    log_every: int = 20
+    eval_every: int = 0  # 0 = no periodic evaluation
+    eval_split: str = "val"
+    eval_short_side: int | None = None  # None = the model's inference size (480)
+    max_minutes: float | None = None  # stop cleanly (checkpoint saved) after this long
+    stop_at: int | None = None  # stop cleanly after this iteration (a run in parts)
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    command: str | None = None  # the command line, recorded in train_config.json (model cards)
+
+    def validate(self) -> None:
+        def bad(msg: str) -> TfcsegError:
+            return TfcsegError(f"train config: {msg}")
+
+        if not self.data_root:
+            raise bad("no data root given")
+        for name in ("iters", "batch_size", "keyframe_interval", "save_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise bad(f"{name} must be >= 1, not {getattr(self, name)}")
+        if self.crop < 32:
+            raise bad(f"crop must be >= 32 pixels, not {self.crop}")
+        if self.eval_short_side is not None and 0 < self.eval_short_side < 32:
+            raise bad(f"eval_short_side must be 0 (native) or >= 32 pixels, not {self.eval_short_side}")
+        if self.lr <= 0 or not math.isfinite(self.lr):
+            raise bad(f"lr must be a positive number, not {self.lr}")
+        if self.warmup_iters < 0 or self.eval_every < 0:
+            raise bad("warmup_iters and eval_every must be >= 0")
+        if not 0 < self.warmup_ratio <= 1:
+            raise bad(f"warmup_ratio must be in (0, 1], not {self.warmup_ratio}")
+        if self.amp not in AMP_MODES:
+            raise bad(f"amp must be one of {', '.join(AMP_MODES)}, not {self.amp!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise bad(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if len(self.base_size) != 2 or min(self.base_size) < 1:
+            raise bad(f"base_size must be (H, W), not {self.base_size}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise bad(f"grad_clip must be > 0, not {self.grad_clip}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise bad(f"max_minutes must be > 0, not {self.max_minutes}")
+        if self.stop_at is not None and not 1 <= self.stop_at:
+            raise bad(f"stop_at must be >= 1, not {self.stop_at}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Named starting points; CLI options override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper: VSPW, 16 GPUs x 1 clip, 480x480 crops, 160k iterations.
+    "paper": {},
+    # A small dataset (e.g. CamVid, a few hundred frames) on a CPU: B0, 2 frames a clip
+    # (keyframe + 1 non-keyframe) at 256x256 crops of 360x480-sized frames, a short
+    # schedule with a short warmup and a larger lr for the short run.
+    "cpu": {"crop": 256, "base_size": (360, 480), "keyframe_interval": 2, "iters": 2000,
+            "warmup_iters": 100, "lr": 2e-4, "save_every": 100, "log_every": 10,
+            "eval_every": 500, "eval_short_side": 360},
+}
+
+

@@ -1,0 +1,124 @@
+"""TFC's training loss (the paper's section 3.3): L = L_seg + L_bce.
+
+- L_seg: cross-entropy of every frame of a clip (keyframe and non-keyframes), logits
+  upsampled bilinearly (align_corners=False) to the label size, label 255 ignored. Each
+  frame's loss is the mean over its valid pixels; L_seg is the mean over the frames that
+  have any valid pixel, so every frame of the clip weighs the same.
+- L_bce: focal-style binary cross-entropy (gamma = 1) between ŵ = clamp(w, 0, 1), the raw
+  cosine similarity of a non-keyframe to its keyframe on the 1/4 map, and the mask
+  "the label at this point is the same in the keyframe and in frame t". Labels are brought
+  to the 1/4 map by nearest-neighbour resizing; a point ignored (255) in either frame is
+  excluded. Mean over the valid points of the whole batch.
+
+Note the paper's clamp: where w < 0 the loss has no gradient (ŵ is 0 there whatever w is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..data.masks import IGNORE_INDEX
+# ŵ is clamped into [EPS, 1 - EPS] inside the logarithms only, so that log(0) never occurs.
+EPS = 1e-6
+# ŵ >= this counts as the prediction "same label" for the similarity's binary accuracy.
+SIMILARITY_THRESHOLD = 0.5
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_seg for clip logits [B, T, K, h, w] (any h, w) and labels [B, T, H, W] (255 = ignore)."""
+    b, t, k = logits.shape[:3]
+    size = labels.shape[-2:]
+    up = F.interpolate(logits.reshape(b * t, k, *logits.shape[-2:]).float(), size=size,
+                       mode="bilinear", align_corners=False)  # [B*T, K, H, W]
+    flat = labels.reshape(b * t, *size)
+    per_pixel = F.cross_entropy(up, flat, ignore_index=IGNORE_INDEX, reduction="none")  # [B*T, H, W]
+    # Per frame of the clip (batch pooled): [T]
+    per_pixel = per_pixel.view(b, t, -1)
+    valid = (flat != IGNORE_INDEX).view(b, t, -1)
+    counts = valid.sum(dim=(0, 2))
+    frame_loss = per_pixel.sum(dim=(0, 2)) / counts.clamp(min=1)
+    has = counts > 0
+    if not bool(has.any()):
+        return logits.sum() * 0.0  # nothing labelled: a zero that keeps the graph
+    return frame_loss[has].mean()
+
+
+def labels_to_map(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of labels [..., H, W] to [..., h, w] (PyTorch's `nearest`)."""
+    lead = labels.shape[:-2]
+    flat = labels.reshape(-1, 1, *labels.shape[-2:]).float()
+    out = F.interpolate(flat, size=tuple(size), mode="nearest")
+    return out.to(labels.dtype).reshape(*lead, *size)
+
+
+def similarity_target(labels: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target, valid), each [B, T-1, h, w] bool, for clip labels [B, T, H, W].
+
+    target: the label at the point is the same in frame 0 (keyframe) and frame t.
+    valid: neither frame ignores the point.
+    """
+    small = labels_to_map(labels, size)  # [B, T, h, w]
+    key, rest = small[:, :1], small[:, 1:]
+    valid = (key != IGNORE_INDEX) & (rest != IGNORE_INDEX)
+    return key == rest, valid
+
+
+def focal_bce(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+              gamma: float = 1.0) -> torch.Tensor:
+    """Mean over valid points of -[y (1-p)^g log p + (1-y) p^g log(1-p)] (p = probabilities)."""
+    p = prob.float()
+    y = target.float()
+    log_p = torch.log(p.clamp(EPS, 1.0 - EPS))
+    log_q = torch.log((1.0 - p).clamp(EPS, 1.0 - EPS))
+    loss = -(y * (1.0 - p).pow(gamma) * log_p + (1.0 - y) * p.pow(gamma) * log_q)
+    if valid is None:
+        return loss.mean()
+    n = valid.sum()
+    if int(n) == 0:
+        return prob.sum() * 0.0
+    return (loss * valid).sum() / n
+
+
+def similarity_loss(similarity: torch.Tensor, labels: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """L_bce for raw cosine similarity [B, T-1, h, w] and clip labels [B, T, H, W]."""
+    target, valid = similarity_target(labels, tuple(similarity.shape[-2:]))
+    return focal_bce(similarity.clamp(0.0, 1.0), target, valid, gamma)
+
+
+@dataclass
+class LossParts:
+    """One step's loss and its parts; `total` keeps the graph, the rest are detached floats'
+    tensors (0-dim). `sim_correct`/`sim_valid`/`sim_same` count points of the 1/4 map for the
+    similarity's binary accuracy (ŵ >= 0.5 predicts "same label") and its majority rate."""
+
+    total: torch.Tensor
+    seg: torch.Tensor
+    bce: torch.Tensor
+    sim_correct: torch.Tensor
+    sim_valid: torch.Tensor
+    sim_same: torch.Tensor
+
+
+def tfc_loss(logits: torch.Tensor, similarity: torch.Tensor, labels: torch.Tensor,
+             bce_weight: float = 1.0, gamma: float = 1.0) -> LossParts:
+    """L = L_seg + bce_weight * L_bce for one clip batch (the paper: bce_weight 1).
+
+    logits [B, T, K, h, w], similarity [B, T-1, h, w] (raw cosine), labels [B, T, H, W].
+    A clip of one frame (T = 1) has no similarity term.
+    """
+    seg = segmentation_loss(logits, labels)
+    if similarity.shape[1] == 0:
+        zero = seg.new_zeros(())
+        return LossParts(seg, seg.detach(), zero, zero, zero, zero)
+    target, valid = similarity_target(labels, tuple(similarity.shape[-2:]))
+    w_hat = similarity.float().clamp(0.0, 1.0)
+    bce = focal_bce(w_hat, target, valid, gamma)
+    with torch.no_grad():
+        pred = w_hat >= SIMILARITY_THRESHOLD
+        correct = ((pred == target) & valid).sum().float()
+        n_valid = valid.sum().float()
+        same = (target & valid).sum().float()
+    return LossParts(seg + bce_weight * bce, seg.detach(), bce.detach(), correct, n_valid, same)
