@@ -16,8 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tfcseg.errors import TfcsegError
 from tfcseg.training.losses import (
     IGNORE_INDEX,
+    class_weights,
     focal_bce,
     segmentation_loss,
     similarity_loss,
@@ -47,6 +49,27 @@ def test_segmentation_loss_is_the_mean_of_per_frame_cross_entropies():
     f0 = -(lp[0, 0, 0, 0, 0] + lp[0, 0, 1, 0, 1] + lp[0, 0, 2, 1, 0]) / 3
     f1 = -lp[0, 1, 1, 1, 1]
     assert torch.allclose(segmentation_loss(logits, labels), (f0 + f1) / 2, atol=1e-6)
+
+
+def test_ohem_and_balanced_losses_by_hand():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 1, 3, 2, 4, generator=g)
+    labels = torch.tensor([[[[0, 1, 2, 0], [1, 255, 0, 0]]]])
+    per = -torch.log_softmax(logits, dim=2)[0, 0].gather(0, labels.clamp(max=2)[0, 0][None])[0].flatten()
+    valid = labels.flatten() != 255
+    # ohem: the hardest quarter of the frame's 8 pixels (2), among the valid ones
+    hardest = per[valid].topk(2).values
+    assert torch.allclose(segmentation_loss(logits, labels, "ohem"), hardest.mean(), atol=1e-6)
+    # balanced: per-pixel weights of the pixel's class, averaged over the valid pixels
+    w = torch.tensor([0.5, 2.0, 4.0])
+    expected = (per * w[labels.clamp(max=2).flatten()])[valid].mean()
+    assert torch.allclose(segmentation_loss(logits, labels, "balanced", w), expected, atol=1e-6)
+    # class weights: rarer classes weigh more; the pixel-weighted mean is 1
+    cw = class_weights(torch.tensor([900, 90, 10]))
+    assert cw[0] < cw[1] < cw[2]
+    assert torch.allclose((cw * torch.tensor([0.9, 0.09, 0.01])).sum(), torch.tensor(1.0))
+    with pytest.raises(ValueError):
+        segmentation_loss(logits, labels, "focal")
 
 
 def test_segmentation_loss_upsamples_logits_to_the_labels():
@@ -223,8 +246,6 @@ def test_resume_equals_an_uninterrupted_run(data_root, tmp_path):
     state = torch.load(tmp_path / "part" / "last" / STATE_NAME, weights_only=True)
     assert state["iteration"] == 3
     # an interrupted run refuses to start over by accident
-    from tfcseg.errors import TfcsegError
-
     with pytest.raises(TfcsegError, match="resume=True"):
         Trainer(tiny_train(data_root, tmp_path / "part"))
     resumed = train(tiny_train(data_root, tmp_path / "part", resume=True))
@@ -356,6 +377,16 @@ def test_periodic_evaluation_keeps_the_best_and_time_budget_stops(data_root, tmp
     t.run()
     assert t.summary["stopped"] == "time budget reached" and t.summary["iterations"] == 1
     assert torch.load(tmp_path / "budget" / "last" / STATE_NAME, weights_only=True)["iteration"] == 1
+
+
+def test_video_rate_clips_and_other_losses_train(data_root, tmp_path):
+    for loss in ("ohem", "balanced"):
+        t = Trainer(tiny_train(data_root, tmp_path / loss, iters=2, seg_loss=loss, video_rate_share=0.5))
+        t.run()
+        assert t.summary["iterations"] == 2 and math.isfinite(t.summary["loss"])
+    assert t.class_weights is not None and t.class_weights.shape == (t.dataset.num_classes,)
+    with pytest.raises(TfcsegError, match="seg_loss"):
+        Trainer(tiny_train(data_root, tmp_path / "bad", seg_loss="focal"))
 
 
 def test_bf16_autocast_on_cpu(data_root, tmp_path):

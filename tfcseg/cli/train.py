@@ -98,6 +98,11 @@ def train(
     warmup: Optional[int] = typer.Option(None, "--warmup", help=f"Linear warmup iterations {_default('warmup_iters')}."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"AdamW weight decay {_default('weight_decay')}."),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help=f"Clip the gradient norm to this {_default('grad_clip')}."),
+    video_rate_share: Optional[float] = typer.Option(
+        None, "--video-rate-share", help="Share of training clips made at video rate (15-30 fps street "
+        f"motion) by warping one labelled frame; the rest are real clips {_default('video_rate_share')}."),
+    seg_loss: Optional[str] = typer.Option(None, "--seg-loss", help="Segmentation loss: ce, ohem (hardest "
+                                           f"25% of pixels) or balanced (class weights) {_default('seg_loss')}."),
     amp: Optional[str] = typer.Option(None, "--amp", help=f"Mixed precision: bf16, fp16 or off {_default('amp')}."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers per process [auto]."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda [auto]."),
@@ -148,7 +153,8 @@ def train(
     given = dict(
         data_root=str(data_root), out=str(out), variant=variant, init=init, iters=iters,
         batch_size=batch_size, crop=crop, base_size=_size(base_size), keyframe_interval=keyframe_interval,
-        lr=lr, head_lr_mult=head_lr_mult, warmup_iters=warmup, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp,
+        lr=lr, head_lr_mult=head_lr_mult, warmup_iters=warmup, video_rate_share=video_rate_share,
+        seg_loss=seg_loss, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp,
         workers=workers, device=device, seed=seed, save_every=save_every, log_every=log_every,
         eval_every=eval_every, eval_split=eval_split, eval_short_side=eval_short_side,
         max_minutes=max_minutes, stop_at=stop_at,

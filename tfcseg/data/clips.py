@@ -12,6 +12,7 @@ import torch
 from ..errors import TfcsegError
 from ..models.segformer import IMAGENET_MEAN, IMAGENET_STD
 from .masks import IGNORE_INDEX, DataWarning, remap_label
+from .motion import video_rate_clip
 from .transforms import apply_clip_augmentation, sample_clip_augmentation
 from .vspw import VSPWDataset
 
@@ -27,6 +28,10 @@ class ClipDataset(torch.utils.data.Dataset):
     generator seeded by (seed, epoch, index): call `set_epoch` so a resumed run repeats
     itself exactly. Videos shorter than `clip_len` are skipped with a `DataWarning`.
 
+    With `video_rate_share` > 0, that share of the items (drawn per (seed, epoch, index)) is a
+    video-rate clip instead: the keyframe and `clip_len - 1` frames made from it by
+    `motion.video_rate_clip` (15-30 fps street motion), then augmented the same way.
+
     Returns dict: `frames` float32 [T, 3, crop, crop] ImageNet-normalised, `labels` int64
     [T, crop, crop] (255 = ignore), `video` (name), `start` (index of the keyframe).
     """
@@ -34,9 +39,12 @@ class ClipDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | Path, split: str = "train", clip_len: int = 4, crop: int = 480,
                  base_size: tuple[int, int] = (480, 853), ratio_range: tuple[float, float] = (0.5, 2.0),
                  cat_max_ratio: float = 0.75, flip: bool = True, photometric: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, video_rate_share: float = 0.0) -> None:
         if clip_len < 1:
             raise TfcsegError(f"clip_len must be at least 1, not {clip_len}")
+        if not 0.0 <= video_rate_share <= 1.0:
+            raise TfcsegError(f"video_rate_share must be in [0, 1], not {video_rate_share}")
+        self.video_rate_share = float(video_rate_share)
         self.dataset = VSPWDataset(root, split)
         self.clip_len = clip_len
         self.crop = crop
@@ -77,8 +85,8 @@ class ClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def _read_clip(self, video: str, start: int) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
-        records = self.dataset.frames(video)[start:start + self.clip_len]
+    def _read_clip(self, video: str, start: int, length: int) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+        records = self.dataset.frames(video)[start:start + length]
         images, labels = [], []
         for record in records:
             pair = self.dataset.read_frame(record)
@@ -97,14 +105,19 @@ class ClipDataset(torch.utils.data.Dataset):
         index %= len(self)
         # A clip with an unreadable frame is replaced by the next clip (deterministically);
         # the bad file was reported by read_frame.
+        # (its own generator: the real clips' augmentation does not depend on the share)
+        motion_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        synthetic = self.clip_len > 1 and motion_rng.random() < self.video_rate_share
         for attempt in range(min(16, len(self))):
             video, start = self.clips[(index + attempt) % len(self)]
-            clip = self._read_clip(video, start)
+            clip = self._read_clip(video, start, 1 if synthetic else self.clip_len)
             if clip is not None:
                 break
         else:
             raise TfcsegError(f"{self.dataset.root}: 16 clips in a row have unreadable frames")
         images, labels = clip
+        if synthetic:
+            images, labels = video_rate_clip(motion_rng, images[0], labels[0], self.clip_len)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         aug = sample_clip_augmentation(
             rng, labels[0], crop=self.crop, base_size=self.base_size, ratio_range=self.ratio_range,
@@ -121,4 +134,4 @@ class ClipDataset(torch.utils.data.Dataset):
             frames[t, :, :h, :w] = ((img.astype(np.float32) - mean) / std).transpose(2, 0, 1)
             targets[t, :h, :w] = lab
         return {"frames": torch.from_numpy(frames), "labels": torch.from_numpy(targets),
-                "video": video, "start": start}
+                "video": video, "start": start, "video_rate": synthetic}

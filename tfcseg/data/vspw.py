@@ -31,7 +31,7 @@ from ..errors import TfcsegError
 from ..io.palette import default_palette
 from ..io.video import IMAGE_SUFFIXES
 from .classes import VSPW_CLASSES, VSPW_PALETTE
-from .masks import MAX_CLASSES, DataWarning, UnreadableFileError, read_image, read_mask, remap_label
+from .masks import IGNORE_INDEX, MAX_CLASSES, DataWarning, UnreadableFileError, read_image, read_mask, remap_label
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,21 @@ class VSPWDataset:
 
     def __len__(self) -> int:
         return len(self.videos)
+
+    def label_counts(self) -> np.ndarray:
+        """Pixels per class [K] (int64) over every labelled frame of the split (unreadable
+        frames skipped, as everywhere)."""
+        counts = np.zeros(self.num_classes, np.int64)
+        for video in self.videos:
+            for record in self.frames(video):
+                try:
+                    raw = read_mask(record.mask)
+                except UnreadableFileError as exc:
+                    self._skip(record.mask, exc.reason)
+                    continue
+                labels = remap_label(raw, self.num_classes, record.mask)
+                counts += np.bincount(labels[labels != IGNORE_INDEX].ravel(), minlength=self.num_classes)[:self.num_classes]
+        return counts
 
     def __repr__(self) -> str:
         return f"VSPWDataset({str(self.root)!r}, split={self.split!r}, videos={len(self.videos)}, classes={self.num_classes})"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import TfcsegError
+from .losses import SEG_LOSSES
 
 AMP_MODES = ("off", "bf16", "fp16")
 
@@ -38,6 +39,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm, None = no clipping
     bce_weight: float = 1.0
     focal_gamma: float = 1.0
+    seg_loss: str = "ce"  # ce | ohem | balanced (see training/losses.py)
     # Data: keyframe + (keyframe_interval - 1) following frames per clip
     train_split: str = "train"
     keyframe_interval: int = 4
@@ -47,6 +49,8 @@ class TrainConfig:
     cat_max_ratio: float = 0.75
     flip: bool = True
     photometric: bool = True
+    # share of clips made at video rate from one labelled frame (data/motion.py), the rest real
+    video_rate_share: float = 0.0
     workers: int = -1  # DataLoader workers per process; -1 = auto (0 on a 2-core machine)
     # Runtime
     amp: str = "off"  # off | bf16 | fp16
@@ -86,6 +90,10 @@ class TrainConfig:
             raise bad("warmup_iters and eval_every must be >= 0")
         if not 0 < self.warmup_ratio <= 1:
             raise bad(f"warmup_ratio must be in (0, 1], not {self.warmup_ratio}")
+        if self.seg_loss not in SEG_LOSSES:
+            raise bad(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, not {self.seg_loss!r}")
+        if not 0.0 <= self.video_rate_share <= 1.0:
+            raise bad(f"video_rate_share must be in [0, 1], not {self.video_rate_share}")
         if self.amp not in AMP_MODES:
             raise bad(f"amp must be one of {', '.join(AMP_MODES)}, not {self.amp!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -43,7 +43,7 @@ from .checkpoints import (BEST_NAME, STATE_NAME, MetricsLog, prepare_out, read_s
                           set_rng_state, write_checkpoint)
 from .config import TrainConfig
 from .distributed import Processes, ResumableShardSampler, auto_workers
-from .losses import tfc_loss
+from .losses import class_weights, tfc_loss
 from .optim import build_optimizer, restore_optimizer
 
 # Settings that may differ when resuming (where and how long to run, what to show); any other
@@ -199,7 +199,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             logits, similarity, msda_share = self.step_module(frames)
-        parts = tfc_loss(logits.float(), similarity.float(), labels, cfg.bce_weight, cfg.focal_gamma)
+        parts = tfc_loss(logits.float(), similarity.float(), labels, cfg.bce_weight, cfg.focal_gamma,
+                         cfg.seg_loss, self.class_weights)
         loss = parts.total
         if self.procs.any(not bool(torch.isfinite(loss))):
             raise self._nonfinite("loss", parts.seg, parts.bce, loss)
@@ -273,7 +274,11 @@ class Trainer:
             root, split=cfg.train_split, clip_len=cfg.keyframe_interval, crop=cfg.crop,
             base_size=tuple(cfg.base_size), ratio_range=tuple(cfg.ratio_range),
             cat_max_ratio=cfg.cat_max_ratio, flip=cfg.flip, photometric=cfg.photometric, seed=cfg.seed,
+            video_rate_share=cfg.video_rate_share,
         )
+        # class weights of the "balanced" loss, from the training labels' pixel counts
+        self.class_weights = (class_weights(torch.from_numpy(self.dataset.dataset.label_counts()))
+                              if cfg.seg_loss == "balanced" else None)
         need = self.world * cfg.batch_size
         if len(self.dataset) < need:
             raise TfcsegError(f"{root}: the {cfg.train_split} split has {len(self.dataset)} clips of "

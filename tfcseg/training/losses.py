@@ -3,7 +3,11 @@
 - L_seg: cross-entropy of every frame of a clip (keyframe and non-keyframes), logits
   upsampled bilinearly (align_corners=False) to the label size, label 255 ignored. Each
   frame's loss is the mean over its valid pixels; L_seg is the mean over the frames that
-  have any valid pixel, so every frame of the clip weighs the same.
+  have any valid pixel, so every frame of the clip weighs the same. Two variants for small
+  data where small classes are rare (`SEG_LOSSES`): "ohem" averages only the hardest
+  `OHEM_SHARE` of each frame's valid pixels (online hard example mining); "balanced" weighs
+  each pixel by its class weight (`class_weights`: inverse square root of the class's pixel
+  share, normalised to a pixel-weighted mean of 1).
 - L_bce: focal-style binary cross-entropy (gamma = 1) between ŵ = clamp(w, 0, 1), the raw
   cosine similarity of a non-keyframe to its keyframe on the 1/4 map, and the mask
   "the label at this point is the same in the keyframe and in frame t". Labels are brought
@@ -25,10 +29,23 @@ from ..data.masks import IGNORE_INDEX
 EPS = 1e-6
 # ŵ >= this counts as the prediction "same label" for the similarity's binary accuracy.
 SIMILARITY_THRESHOLD = 0.5
+SEG_LOSSES = ("ce", "ohem", "balanced")
+OHEM_SHARE = 0.25  # "ohem": the hardest quarter of a frame's valid pixels
 
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """L_seg for clip logits [B, T, K, h, w] (any h, w) and labels [B, T, H, W] (255 = ignore)."""
+def class_weights(pixel_counts: torch.Tensor) -> torch.Tensor:
+    """Per-class weights [K] from the training labels' pixel counts [K]: (share)^-1/2, scaled
+    so that the mean weight over all pixels is 1 (absent classes get the largest weight)."""
+    counts = pixel_counts.double().clamp_min(1.0)
+    share = counts / counts.sum()
+    w = share.rsqrt()
+    return (w / (w * share).sum()).float()
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str = "ce",
+                      weights: torch.Tensor | None = None) -> torch.Tensor:
+    """L_seg for clip logits [B, T, K, h, w] (any h, w) and labels [B, T, H, W] (255 = ignore);
+    `kind` one of SEG_LOSSES (`weights` [K] for "balanced")."""
     b, t, k = logits.shape[:3]
     size = labels.shape[-2:]
     up = F.interpolate(logits.reshape(b * t, k, *logits.shape[-2:]).float(), size=size,
@@ -38,6 +55,24 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     # Per frame of the clip (batch pooled): [T]
     per_pixel = per_pixel.view(b, t, -1)
     valid = (flat != IGNORE_INDEX).view(b, t, -1)
+    if kind == "balanced":
+        if weights is None:
+            raise ValueError("the balanced loss needs class weights")
+        per_pixel = per_pixel * weights.to(per_pixel.device)[flat.clamp(max=k - 1)].view(b, t, -1)
+    elif kind == "ohem":
+        # keep the hardest OHEM_SHARE of each frame's valid pixels (ignored pixels lose 0)
+        n = per_pixel.shape[-1]
+        keep = max(1, int(n * OHEM_SHARE))
+        hard = per_pixel.masked_fill(~valid, -1.0).topk(keep, dim=-1).values  # [B, T, keep]
+        hard_valid = hard >= 0
+        counts = hard_valid.sum(dim=(0, 2))
+        frame_loss = (hard * hard_valid).sum(dim=(0, 2)) / counts.clamp(min=1)
+        has = counts > 0
+        if not bool(has.any()):
+            return logits.sum() * 0.0
+        return frame_loss[has].mean()
+    elif kind != "ce":
+        raise ValueError(f"unknown segmentation loss {kind!r} (one of {', '.join(SEG_LOSSES)})")
     counts = valid.sum(dim=(0, 2))
     frame_loss = per_pixel.sum(dim=(0, 2)) / counts.clamp(min=1)
     has = counts > 0
@@ -103,13 +138,14 @@ class LossParts:
 
 
 def tfc_loss(logits: torch.Tensor, similarity: torch.Tensor, labels: torch.Tensor,
-             bce_weight: float = 1.0, gamma: float = 1.0) -> LossParts:
+             bce_weight: float = 1.0, gamma: float = 1.0, seg_kind: str = "ce",
+             weights: torch.Tensor | None = None) -> LossParts:
     """L = L_seg + bce_weight * L_bce for one clip batch (the paper: bce_weight 1).
 
     logits [B, T, K, h, w], similarity [B, T-1, h, w] (raw cosine), labels [B, T, H, W].
     A clip of one frame (T = 1) has no similarity term.
     """
-    seg = segmentation_loss(logits, labels)
+    seg = segmentation_loss(logits, labels, seg_kind, weights)
     if similarity.shape[1] == 0:
         zero = seg.new_zeros(())
         return LossParts(seg, seg.detach(), zero, zero, zero, zero)
