@@ -98,6 +98,12 @@ def test_perfect_predictions_score_one(tmp_path):
     assert result["miou"] == result["wiou"] == result["pixel_accuracy"] == 1.0
     assert result["mvc8"] == result["mvc16"] == 1.0
     assert result["mvc8_windows"] == 2 * 10 and result["mvc16_windows"] == 2 * 2
+    # flicker of the GT itself: pooled over each video's consecutive pairs (none across videos)
+    pairs = []
+    for video in ("video_000", "video_001"):
+        masks = [read_mask(p) for p in sorted((root / "data" / video / "mask").glob("*.png"))]
+        pairs += [np.mean(a != b) for a, b in zip(masks, masks[1:])]
+    assert result["flicker"] == pytest.approx(np.mean(pairs))
     # The same predictions stored as class ids (k instead of k + 1).
     for png in (tmp_path / "gt").rglob("*.png"):
         raw = read_mask(png)

@@ -159,3 +159,24 @@ def test_shape_mismatch_is_an_error():
     vc.update(np.zeros((2, 2)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="frame size"):
         vc.update(np.zeros((3, 2)), np.zeros((3, 2)))
+
+
+def test_flicker_rate_by_hand():
+    from tfcseg.metrics import FlickerRate
+
+    f = FlickerRate()
+    assert f.value() is None
+    a = np.zeros((2, 4), np.uint8)
+    b = a.copy()
+    b[0, :2] = 1  # 2 of 8 pixels change
+    c = b.copy()
+    c[:, :] = 3  # all 8 change
+    for labels in (a, b, c):
+        f.update(labels)
+    assert f.value() == pytest.approx((2 / 8 + 8 / 8) / 2)
+    f.start_video()  # a new video: no pair across the cut
+    f.update(np.zeros((3, 3), np.uint8))
+    f.update(np.zeros((3, 3), np.uint8))
+    assert f.pairs == 3 and f.value() == pytest.approx((2 / 8 + 1 + 0) / 3)
+    with pytest.raises(ValueError):
+        f.update(np.zeros((2, 2), np.uint8))

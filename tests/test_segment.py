@@ -88,6 +88,10 @@ def test_ntsc_video_end_to_end_overlay_masks_and_json(tmp_path, ckpt, capsys):
     model = load_model(ckpt)
     frames = [f.rgb for f in open_frames(src)]
     results = list(VideoSegmenter(model, keyframe_interval=3).segment(frames))
+    # flicker: the mean share of pixels changing label between consecutive frames
+    labels = [r.labels for r in results]
+    expected_flicker = np.mean([np.mean(a != b) for a, b in zip(labels, labels[1:])])
+    assert summary["flicker"] == pytest.approx(expected_flicker) and "flicker" in out
     assert [r.is_keyframe for r in results] == [True, False, False] * 2
     masks = sorted((tmp_path / "preds" / "street").glob("*.png"))
     assert [m.name for m in masks] == [f"{i:05d}.png" for i in range(6)]

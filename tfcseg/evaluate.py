@@ -38,7 +38,7 @@ import numpy as np
 from .data.masks import DataWarning, UnreadableFileError, mask_palette, read_mask, remap_label, write_mask
 from .data.vspw import VSPWDataset
 from .errors import TfcsegError
-from .metrics import ConfusionMatrix, VideoConsistency
+from .metrics import ConfusionMatrix, FlickerRate, VideoConsistency
 
 MVC_LENGTHS = (8, 16)
 PREDICTION_ENCODINGS = ("vspw", "index")
@@ -51,6 +51,7 @@ class _Scores:
         self.dataset = dataset
         self.confusion = ConfusionMatrix(dataset.num_classes)
         self.consistency = {n: VideoConsistency(n) for n in MVC_LENGTHS}
+        self.flicker = FlickerRate()
         self.frames = 0
         self.videos = 0
         self._video_frames = 0
@@ -58,6 +59,7 @@ class _Scores:
     def start_video(self) -> None:
         for vc in self.consistency.values():
             vc.start_video()
+        self.flicker.start_video()
         self._video_frames = 0
 
     def add(self, pred_classes: np.ndarray, pred_raw: np.ndarray, gt_raw: np.ndarray, mask_path: Path) -> None:
@@ -66,6 +68,7 @@ class _Scores:
         self.confusion.update(pred_classes, remap_label(gt_raw, self.dataset.num_classes, mask_path))
         for vc in self.consistency.values():
             vc.update(pred_raw, gt_raw)
+        self.flicker.update(pred_raw)
         self.frames += 1
         self._video_frames += 1
         if self._video_frames == 1:
@@ -83,6 +86,7 @@ class _Scores:
         }
         for n, vc in self.consistency.items():
             out[f"mvc{n}"] = _finite(vc.value())
+        out["flicker"] = self.flicker.value()  # share of pixels changing label frame to frame
         out["pixel_accuracy"] = _finite(self.confusion.pixel_accuracy())
         out["per_class_iou"] = {name: _finite(v) for name, v in zip(self.dataset.class_names, iou)}
         out["frames"] = self.frames

@@ -173,3 +173,35 @@ class VideoConsistency:
     def value(self) -> float:
         """mVC_n as a fraction in 0..1 (NaN when no window was scored)."""
         return self.score_sum / self.windows if self.windows else float("nan")
+
+
+class FlickerRate:
+    """Stability without labels: the mean share of pixels whose predicted label differs from
+    the previous frame's, over every consecutive pair of frames of every video (pooled).
+
+    0 is a frozen prediction; on steady footage lower is steadier, but real motion moves
+    labels too, so compare methods on the same video, not against 0. State: the previous
+    frame's labels of the current video.
+    """
+
+    def __init__(self) -> None:
+        self.changed = 0.0  # sum over pairs of the share of changed pixels
+        self.pairs = 0
+        self._prev: np.ndarray | None = None
+
+    def start_video(self) -> None:
+        self._prev = None
+
+    def update(self, labels: np.ndarray | torch.Tensor) -> None:
+        """The next frame's labels [H, W] of the current video."""
+        labels = _as_array(labels)
+        if self._prev is not None:
+            if labels.shape != self._prev.shape:
+                raise ValueError(f"frame size {labels.shape} differs from the video's {self._prev.shape}")
+            self.changed += float(np.count_nonzero(labels != self._prev)) / labels.size
+            self.pairs += 1
+        self._prev = labels.copy()
+
+    def value(self) -> float | None:
+        """The flicker rate as a fraction in 0..1 (None before two frames of one video)."""
+        return self.changed / self.pairs if self.pairs else None

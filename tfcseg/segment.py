@@ -39,6 +39,7 @@ from .data.masks import encode_labels
 from .io.atomic import atomic_write_bytes
 from .io.overlay import OverlayRenderer
 from .io.video import Frame, FrameSource, VideoWriter, ensure_writable_folder, open_frames
+from .metrics import FlickerRate
 from .models.segformer import TFCSegFormer
 from .runtime import MODES, PRECISIONS, resolve_device
 from .segmenter import VideoSegmenter
@@ -222,6 +223,7 @@ def segment_video(
             yield frame.rgb
 
     n_frames = n_key = 0
+    flicker = FlickerRate()
     shares: list[float] = []  # MSDA share of every non-keyframe
     t0 = time.perf_counter()
     with _progress(progress, console) as bar:
@@ -236,7 +238,9 @@ def segment_video(
         sink = _DrawingThread(draw)
         try:
             for result in segmenter.segment(frames()):
-                sink.put(pending.popleft(), np.asarray(result.labels))
+                labels = np.asarray(result.labels)
+                sink.put(pending.popleft(), labels)
+                flicker.update(labels)
                 n_frames += 1
                 if result.is_keyframe:
                     n_key += 1
@@ -262,6 +266,7 @@ def segment_video(
         "frames": n_frames,
         "keyframes": n_key,
         "mean_msda_share": float(np.mean(shares)) if shares else None,
+        "flicker": flicker.value(),
         "fps": n_frames / seconds if seconds > 0 else None,
         "seconds": seconds,
         "lost_frames": source.lost,

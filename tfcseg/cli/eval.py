@@ -31,6 +31,7 @@ def _print_result(result: dict[str, Any], per_class: bool) -> None:
     table.add_row("wIoU (%)", _pct(result["wiou"]))
     for n in (8, 16):
         table.add_row(f"mVC{n} (%)", _pct(result[f"mvc{n}"]) + f"  [{result[f'mvc{n}_windows']} windows]")
+    table.add_row("flicker (%)", _pct(result.get("flicker")) + "  [pixels changing label per frame]")
     table.add_row("pixel accuracy (%)", _pct(result["pixel_accuracy"]))
     table.add_row("videos", str(result["videos"]))
     table.add_row("frames", str(result["frames"]))

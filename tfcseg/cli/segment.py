@@ -84,6 +84,7 @@ def _table(s: dict) -> Table:
         ("frames", f"{s['frames']}" + (f" ({s['lost_frames']} lost)" if s["lost_frames"] else "")),
         ("keyframes", f"{s['keyframes']} (mode {s['mode']}, interval {s['keyframe_interval']})"),
         ("mean MSDA share", "-" if share is None else f"{share:.1%} of points (non-keyframes)"),
+        ("flicker", "-" if s["flicker"] is None else f"{s['flicker']:.2%} of pixels change label per frame"),
         ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']}, {s['precision']})"),
         ("frame rate", s["frame_rate"]),
         ("size", f"{s['output_width']}x{s['output_height']} (source {s['width']}x{s['height']})"),
