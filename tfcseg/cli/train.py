@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..errors import TfcsegError
 from ..io.atomic import atomic_write_text
-from ..training.config import PRESETS, TrainConfig
+from ..training.config import AMP_MODES, PRESETS, TrainConfig
 from . import app
 
 _DEFAULTS = TrainConfig()
@@ -103,7 +103,8 @@ def train(
         f"motion) by warping one labelled frame; the rest are real clips {_default('video_rate_share')}."),
     seg_loss: Optional[str] = typer.Option(None, "--seg-loss", help="Segmentation loss: ce, ohem (hardest "
                                            f"25% of pixels) or balanced (class weights) {_default('seg_loss')}."),
-    amp: Optional[str] = typer.Option(None, "--amp", help=f"Mixed precision: bf16, fp16 or off {_default('amp')}."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: bf16, fp16, off, or auto (bf16 where the CPU "
+                               f"has AVX512-BF16/AMX or the GPU supports it) {_default('amp')}."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers per process [auto]."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda [auto]."),
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed {_default('seed')}."),
@@ -138,8 +139,8 @@ def train(
 
     if preset not in PRESETS:
         raise TfcsegError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if amp is not None and amp not in ("bf16", "fp16", "off"):
-        raise TfcsegError(f"--amp: expected bf16, fp16 or off, not {amp!r}")
+    if amp is not None and amp not in AMP_MODES:
+        raise TfcsegError(f"--amp: expected {', '.join(AMP_MODES)}, not {amp!r}")
     cfg = TrainConfig(**PRESETS[preset])
     overrides = _model_json(model_config)
     for name, text in (("depths", depths), ("hidden_sizes", hidden_sizes), ("num_heads", num_heads)):

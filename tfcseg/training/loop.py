@@ -39,6 +39,7 @@ from ..io.atomic import atomic_write_text
 from ..models.checkpoint import load_state_dict_strict, read_checkpoint
 from ..models.config import ModelConfig
 from ..models.segformer import TFCSegFormer
+from ..runtime import fast_bf16
 from .checkpoints import (BEST_NAME, STATE_NAME, MetricsLog, prepare_out, read_state, rng_state, seed_all,
                           set_rng_state, write_checkpoint)
 from .config import TrainConfig
@@ -114,8 +115,12 @@ class Trainer:
         self._build_data()
         self._build_model()
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        amp = cfg.amp
+        if amp == "auto":
+            amp = "bf16" if fast_bf16(self.device) else "off"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.amp = amp  # resolved: off | bf16 | fp16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         # progress: iterations done, data epoch and batch position in it, best val mIoU
         self.iteration, self.epoch, self.position, self.best_miou = 0, 0, 0, -1.0
         self._rng_to_restore: dict[str, Any] | None = None  # this rank's saved RNG state
@@ -184,7 +189,7 @@ class Trainer:
             "best_miou": self.best_miou if self.best_miou >= 0 else None,
             "final_miou": latest_eval.get("miou") if latest_eval and self.iteration == cfg.iters else None,
             "stopped": stopped or ("done" if self.iteration >= cfg.iters else "stop_at"),
-            "checkpoint": str(self.out / "last"), "world_size": self.world,
+            "checkpoint": str(self.out / "last"), "world_size": self.world, "amp": self.amp,
         }
         if stopped:
             self._say(f"[yellow]{stopped}[/] at iteration {self.iteration}; "
@@ -214,7 +219,7 @@ class Trainer:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         # DDP averaged the gradients, so every rank sees the same norm. fp16's scaler skips
         # the step itself on an overflow.
-        if cfg.amp != "fp16" and not bool(torch.isfinite(grad_norm)):
+        if self.amp != "fp16" and not bool(torch.isfinite(grad_norm)):
             raise self._nonfinite("gradient", parts.seg, parts.bce, loss)
         self._step_lr = next(g["lr"] for g in self.optimizer.param_groups if g["name"].startswith("encoder"))
         self.scaler.step(self.optimizer)
