@@ -68,25 +68,6 @@ EXPORT_FILES = (CONFIG_NAME, WEIGHTS_NAME, "README.md", "metrics.json")
 CARD_START = "---\nlibrary_name: tfcseg\n"  # how a model card of ours begins
 
 
-def _check_destination(out: Path, source_folder: Path | None) -> None:
-    """Refuse a destination that would mix the export with its source or the user's files:
-    the checkpoint's own folder, a folder inside it or around it, the current folder."""
-    dest = out.expanduser().resolve()
-    cwd = Path.cwd().resolve()
-    if dest == cwd or dest in cwd.parents:
-        raise TfcsegError(f"{out}: is the current folder or holds it; export into a new folder of its own")
-    if source_folder is None:
-        return
-    src = source_folder.resolve()
-    if dest == src:
-        raise TfcsegError(f"{out}: is the checkpoint's own folder; export into a new folder of its own")
-    if src in dest.parents:
-        raise TfcsegError(f"{out}: is inside the checkpoint's folder {source_folder}; export into a "
-                          "folder outside it")
-    if dest in src.parents:
-        raise TfcsegError(f"{out}: holds the checkpoint {source_folder}; export into a new folder of its own")
-
-
 def _is_our_export(folder: Path) -> bool:
     try:
         with open(folder / "README.md", encoding="utf-8", errors="replace") as f:
@@ -112,11 +93,12 @@ def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | Non
     or around it, nor the current folder.
     """
     from ..io.atomic import atomic_write_text, make_temp, sweep_stale, write_error
+    from ..io.folders import check_destination
     from ..models.checkpoint import build_from_checkpoint, save_checkpoint
     from .modelcard import read_metrics, render_model_card
 
     out = Path(out).expanduser()
-    _check_destination(out, None)
+    check_destination(out)
     if out.exists() and not out.is_dir():
         raise TfcsegError(f"{out}: is a file, not a folder; export into a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -126,7 +108,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | Non
         raise TfcsegError(f"{repo_id}: not a Hub repo id (expected user/repo)")
     src = resolve_model_source(source)
     folder = src if src.is_dir() else src.parent
-    _check_destination(out, folder)
+    check_destination(out, src)
     model = build_from_checkpoint(src)
     metrics_path = Path(metrics) if metrics is not None else next(
         (folder / n for n in METRICS_FILES if (folder / n).is_file()), None)

@@ -343,7 +343,11 @@ def build_from_checkpoint(source: str | Path, device: str | torch.device = "cpu"
 
 
 def convert_checkpoint(source: str | Path, dest: str | Path) -> ModelConfig:
-    """Convert any supported checkpoint into a tfcseg folder at `dest`."""
+    """Convert any supported checkpoint into a tfcseg folder at `dest` (not the source's own
+    folder, nor one inside or around it: see `check_destination`)."""
+    from ..io.folders import check_destination
+
+    check_destination(dest, source)
     model = build_from_checkpoint(source)
     save_checkpoint(model, dest)
     return model.config
