@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import TfcsegError
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, sweep_stale
 from ..models.checkpoint import save_checkpoint
 from ..models.config import CONFIG_NAME, WEIGHTS_NAME
 
@@ -107,6 +107,7 @@ def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     last = out / "last"
     recover(last)
     recover(out / "best")
+    sweep_stale(out)  # temporaries of a run killed while writing train_config.json / metrics.jsonl
     has_last = (last / STATE_NAME).is_file()
     if resume and not has_last:
         raise TfcsegError(f"{last}: nothing to resume (no {STATE_NAME}); start without resume=True",

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import TfcsegError
 from ..io.atomic import atomic_write_text
+from ..io.lock import FolderLock
 from ..models.checkpoint import load_state_dict_strict, read_checkpoint
 from ..models.config import ModelConfig
 from ..models.segformer import TFCSegFormer
@@ -104,7 +105,29 @@ class Trainer:
         self.procs = Processes(cfg.device)
         self.device, self.is_main = self.procs.device, self.procs.is_main
         self.world, self.rank = self.procs.world, self.procs.rank
+        self.stopped_by: int | None = None  # the signal (SIGINT / SIGTERM) that stopped run()
+        # One run per folder: rank 0 holds `<out>/.tfcseg.lock` until close().
+        self._lock = FolderLock(self.out, "training run", "wait for it to end, or choose another --out")
+        made_out = not self.out.exists()
+        try:
+            self._setup()
+        except BaseException:
+            self._lock.release()
+            self.procs.close()
+            if made_out and self.is_main:  # leave no empty folder behind a refused start
+                try:
+                    self.out.rmdir()
+                except OSError:
+                    pass
+            raise
+
+    def _setup(self) -> None:
+        cfg = self.cfg
         if self.is_main:
+            stale = self._lock.acquire()
+            if stale is not None:
+                self._say(f"[yellow]warning:[/] {self.out}: took over the lock of training process "
+                          f"{stale}, which is no longer running")
             prepare_out(self.out, cfg.resume, cfg.overwrite)
         self.procs.barrier()
         self.log = MetricsLog(self.out)
@@ -261,8 +284,15 @@ class Trainer:
         self.procs.barrier()
 
     def close(self) -> None:
-        """Leave the process group if this trainer created it."""
+        """Release the run folder and leave the process group if this trainer created it."""
+        self._lock.release()
         self.procs.close()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---- building ------------------------------------------------------------------------------
     def _build_data(self) -> None:
