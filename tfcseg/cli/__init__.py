@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 import typer
 from rich.console import Console
 
 from .. import __version__
-from ..errors import TfcsegError, as_flags
+from ..errors import Terminated, TfcsegError, as_flags
 
 app = typer.Typer(
     name="tfcseg",
@@ -60,8 +62,16 @@ for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}")
 
 
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `tfcseg` console script."""
+    """Entry point of the `tfcseg` console script. Exit status: 0 done, 2 a user mistake
+    (one line), 130 Ctrl-C, 143 SIGTERM (after cleaning up: no temporaries left)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
@@ -73,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         return 130
+    except Terminated:
+        err_console.print("[yellow]terminated[/] (SIGTERM)")
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -172,8 +172,14 @@ def train(
         trainer.run()
     finally:
         trainer.close()
-    if not trainer.is_main:
-        return
+    if trainer.is_main:
+        _report(trainer, cfg, json_out)
+    if trainer.stopped_by is not None:
+        # saved, but not done: 128 + the signal (130 Ctrl-C, 143 SIGTERM), as shells report it
+        raise typer.Exit(128 + int(trainer.stopped_by))
+
+
+def _report(trainer: Any, cfg: TrainConfig, json_out: Path | None) -> None:
     summary = trainer.summary
     table = Table(title=f"tfcseg train: {cfg.out}")
     table.add_column("metric")
