@@ -178,6 +178,9 @@ def segment_video(
     if precision not in PRECISIONS:
         raise TfcsegError(f"precision {precision}: choose one of {', '.join(PRECISIONS)}",
                           options=("precision",))
+    if short_side is not None and short_side < 0:
+        raise TfcsegError(f"short_side must be 0 (the frames' own size) or a number of pixels, not {short_side}",
+                          options=("short_side",))
     if not 0.0 <= opacity <= 1.0:
         raise TfcsegError(f"opacity must be between 0 and 1, not {opacity}", options=("opacity",))
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")

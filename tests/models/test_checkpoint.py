@@ -110,6 +110,15 @@ def _bad(tmp_path, tiny_model, mutate):
     return str(info.value)
 
 
+def test_non_finite_weights_are_refused(tmp_path, tiny_model):
+    def poison(sd):
+        sd["decoder.classifier.weight"][0, 0] = float("nan")
+        sd["encoder.stages.0.norm.bias"][1] = float("inf")
+
+    msg = _bad(tmp_path, tiny_model, poison)
+    assert "non-finite weights (NaN or Inf) in 2 tensor(s): decoder.classifier.weight, encoder.stages.0.norm.bias" in msg
+
+
 def test_missing_key_is_named(tmp_path, tiny_model):
     msg = _bad(tmp_path, tiny_model, lambda sd: sd.pop("decoder.linear_fuse.weight"))
     assert "missing keys: decoder.linear_fuse.weight" in msg

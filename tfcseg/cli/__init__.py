@@ -6,11 +6,14 @@ in the core package. A `TfcsegError` (a user mistake) prints one line and exits 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import signal
 import sys
 import threading
+import warnings
+from collections.abc import Iterator
 
 import typer
 from rich.console import Console
@@ -56,6 +59,44 @@ def _show_library_notices() -> None:
         handler._tfcseg_cli = True  # type: ignore[attr-defined]
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+
+WARNINGS_SHOWN = 20  # library warnings printed in full; the rest are counted
+
+
+class WarningPrinter:
+    """Prints library warnings (bad data files, ...) as one clean `warning:` line each while
+    the run goes on (the first `WARNINGS_SHOWN` different ones), and counts the rest."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.hidden = 0
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if text in self.seen:
+            return
+        self.seen.add(text)
+        if len(self.seen) > WARNINGS_SHOWN:
+            self.hidden += 1
+            return
+        err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def warnings_as_lines(more: str = "") -> Iterator[WarningPrinter]:
+    """Within: Python warnings print as `warning: <message>` lines (no source line); after:
+    one line counting those not shown (`more` says where they are listed)."""
+    printer = WarningPrinter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = printer
+            yield printer
+    finally:
+        if printer.hidden:
+            err_console.print(f"[bold yellow]warning:[/] {printer.hidden} more warning(s) not shown"
+                              + (f" ({more})" if more else ""), highlight=False)
 
 
 for _name in COMMANDS:

@@ -17,7 +17,7 @@ from rich.table import Table
 from ..errors import TfcsegError
 from ..io.atomic import atomic_write_text
 from ..training.config import PRESETS, TrainConfig
-from . import app
+from . import app, warnings_as_lines
 
 _DEFAULTS = TrainConfig()
 
@@ -167,11 +167,12 @@ def train(
                               model_overrides=overrides, resume=resume, overwrite=overwrite,
                               deterministic=deterministic, progress=progress)
     console = Console(stderr=True)
-    trainer = Trainer(cfg, console=console)
-    try:
-        trainer.run()
-    finally:
-        trainer.close()
+    with warnings_as_lines():  # bad data files etc. as clean `warning:` lines
+        trainer = Trainer(cfg, console=console)
+        try:
+            trainer.run()
+        finally:
+            trainer.close()
     if trainer.is_main:
         _report(trainer, cfg, json_out)
     if trainer.stopped_by is not None:

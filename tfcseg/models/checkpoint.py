@@ -258,6 +258,11 @@ def load_state_dict_strict(model: TFCSegFormer, sd: dict[str, torch.Tensor], sou
         problems.append(f"shape mismatch (checkpoint vs model): {_names(shapes, 4)}")
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
+    # NaN weights would label every pixel as class 0 without a word
+    broken = sorted(k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise CheckpointError(f"{source}: non-finite weights (NaN or Inf) in {len(broken)} tensor(s): "
+                              f"{_names(broken)}; the checkpoint is broken (saved from a diverged run?)")
     model.load_state_dict(sd, strict=False)
 
 
