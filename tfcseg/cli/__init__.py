@@ -17,12 +17,34 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 from ..errors import Terminated, TfcsegError, as_flags
 
+class _FlagsTakeNoValue:
+    """Help without a `<bool>` value hint on flags (`--overwrite`, `--progress/--no-progress`,
+    `--help`): they take no value, and saying one makes Typer refuse it."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsTakeNoValue, TyperCommand):
+    pass
+
+
+class _Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="tfcseg",
+    cls=_Group,
     help="Efficient and stable video semantic segmentation (TFC on SegFormer).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -101,6 +123,9 @@ def warnings_as_lines(more: str = "") -> Iterator[WarningPrinter]:
 
 for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}")
+for _info in app.registered_commands:
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
 
 
 def _terminate(signum, frame) -> None:
