@@ -36,7 +36,7 @@ from rich.text import Text
 
 from .errors import TfcsegError
 from .data.masks import encode_labels
-from .io.atomic import atomic_write_bytes
+from .io.atomic import atomic_write_bytes, sweep_stale
 from .io.overlay import OverlayRenderer
 from .io.video import Frame, FrameSource, VideoWriter, ensure_writable_folder, open_frames
 from .metrics import FlickerRate
@@ -200,6 +200,7 @@ def segment_video(
             raise TfcsegError(f"{mask_folder}: holds masks already (use overwrite=True to replace them)",
                               options=("overwrite",))
         ensure_writable_folder(mask_folder)
+        sweep_stale(mask_folder)  # what a killed earlier run left
 
     dev = resolve_device(device)
     if isinstance(model, TFCSegFormer):

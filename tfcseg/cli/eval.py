@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, sweep_stale
 from . import app, err_console, warnings_as_lines
 
 def _pct(value: float | None) -> str:
@@ -92,6 +92,8 @@ def eval_command(
     if predictions is not None and (model is not None or save_predictions is not None):
         raise TfcsegError("--predictions scores saved predictions; it cannot be combined with "
                           "--model or --save-predictions")
+    if json_file is not None:
+        sweep_stale(json_file.expanduser().resolve().parent, json_file.name)  # a killed run's temporary
     with warnings_as_lines("the skipped files are listed in --json"):
         if predictions is not None:
             result = score_predictions(data_root, predictions, split=split, encoding=prediction_encoding,
