@@ -152,10 +152,8 @@ def write_checkpoint(model: torch.nn.Module, final: Path, extra: dict[str, Any] 
             if isinstance(data, str):
                 atomic_write_text(tmp / name, data, durable=True)
             else:
-                # through a Python file: a full disk is an OSError (a path gives torch's
-                # "unexpected pos" RuntimeError)
                 with atomic_path(tmp / name, durable=True) as part, open(part, "wb") as f:
-                    torch.save(data, f)
+                    _torch_save(data, f)
         swap_in(tmp, final)
         fsync_folder(final.parent)
     except OSError as exc:
@@ -169,13 +167,32 @@ def write_checkpoint(model: torch.nn.Module, final: Path, extra: dict[str, Any] 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _torch_save(data: Any, f) -> None:
+    """`torch.save` into an open file, a failed write raised as its OSError (a full disk).
+
+    Through a Python file the write's OSError reaches us, though torch's zip writer, failing
+    to finish the file next, raises "unexpected pos" (a RuntimeError) on top of it."""
+    try:
+        torch.save(data, f)
+    except RuntimeError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
+
+
 def read_state(out: Path) -> dict[str, Any]:
     """The saved training state of `<out>/last` (tensors and plain types only)."""
     path = out / "last" / STATE_NAME
     try:
+        if path.stat().st_size == 0:
+            raise ValueError("the file is empty")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable state is the user's file
-        raise TfcsegError(f"{path}: not a readable training state ({str(exc).splitlines()[0]})") from None
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TfcsegError(f"{path}: not a readable training state ({why})") from None
     if not isinstance(state, dict) or state.get("format") != "tfcseg-train-state":
         raise TfcsegError(f"{path}: not a tfcseg training state")
     return state

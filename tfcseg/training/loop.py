@@ -532,7 +532,7 @@ class Trainer:
 
     def _say(self, msg: str) -> None:
         if self.is_main:
-            self.console.print(msg, highlight=False)
+            self.console.print(msg, highlight=False, soft_wrap=True)  # one line, never wrapped
 
     @property
     def console(self):
