@@ -203,6 +203,9 @@ def test_transformers_repo_is_converted_once_and_reused(hf_cache, tmp_path, monk
     second = load_model(repo)  # the same repo by id: same conversion
     assert len(calls) == 1
     assert json.loads((converted / hub_convert.SOURCE_FILE).read_text())["commit"] == COMMIT_B
+    from tfcseg.io.atomic import UMASK
+
+    assert converted.stat().st_mode & 0o777 == 0o777 & ~UMASK  # not mkdtemp's owner-only mode
 
     # The weights are transformers' own: same logits as its forward pass.
     x = torch.randn(1, 3, 64, 96)
