@@ -195,6 +195,10 @@ def evaluate_model(
         raise TfcsegError(str(exc)) from None
     save_dir = Path(save_predictions).expanduser() if save_predictions is not None else None
     if save_dir is not None:
+        data = (dataset.root / "data").resolve()
+        if save_dir.resolve() == data or data in save_dir.resolve().parents:
+            raise TfcsegError(f"{save_dir}: is inside the dataset's data/ folder; predictions would mix "
+                              "with the frames and masks there: save them elsewhere")
         if save_dir.exists() and not save_dir.is_dir():
             raise TfcsegError(f"{save_dir}: is a file, not a folder for predictions")
         for video in dataset.videos:

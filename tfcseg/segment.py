@@ -196,6 +196,10 @@ def segment_video(
     mask_folder = None
     if masks_dir is not None:
         mask_folder = Path(masks_dir).expanduser() / info.name
+        frames_folder = info.folder if info.kind == "images" else info.path.parent
+        if frames_folder is not None and mask_folder.resolve() == Path(frames_folder).resolve():
+            raise TfcsegError(f"{mask_folder}: is the folder of the input frames; the masks would replace "
+                              "them: choose another folder for the masks")
         if mask_folder.is_dir() and any(mask_folder.glob("*.png")) and not overwrite:
             raise TfcsegError(f"{mask_folder}: holds masks already (use overwrite=True to replace them)",
                               options=("overwrite",))

@@ -336,3 +336,20 @@ def test_corrupt_training_data_is_a_clean_warning_line(train_data, tmp_path, cap
     assert any("video_000/mask/00005.png" in ln for ln in warned), err
     assert "DataWarning" not in err and "warnings.warn" not in err  # no Python warning format
     assert iteration(tmp_path / "run") == 14
+
+
+def test_outputs_pointed_at_their_inputs_are_refused(frames_dir, eval_data, model_dir, tmp_path, capsys):
+    frames, data, model = files(frames_dir), files(eval_data), files(model_dir)
+    runs = {
+        "is the folder of the input frames": segment_args(frames_dir, tmp_path / "o.mp4", model_dir,
+                                                          frames_dir.parent),
+        "is inside the dataset's data/ folder": eval_args(eval_data, model_dir, eval_data / "data",
+                                                          tmp_path / "r.json"),
+        "is the checkpoint's own folder": ["export", str(model_dir), "-o", str(model_dir), "--overwrite"],
+        "holds the checkpoint": ["convert", str(model_dir), "-o", str(model_dir.parent), "--overwrite"],
+    }
+    for says, args in runs.items():
+        assert main(args) == 2, says
+        assert says in error_line(capsys.readouterr().err)
+    assert (files(frames_dir), files(eval_data), files(model_dir)) == (frames, data, model)
+    assert list(tmp_path.iterdir()) == []
