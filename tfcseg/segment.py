@@ -36,7 +36,7 @@ from rich.text import Text
 
 from .errors import TfcsegError
 from .data.masks import encode_labels
-from .io.atomic import atomic_write_bytes
+from .io.atomic import atomic_write_bytes, sweep_stale
 from .io.overlay import OverlayRenderer
 from .io.video import Frame, FrameSource, VideoWriter, ensure_writable_folder, open_frames
 from .metrics import FlickerRate
@@ -178,6 +178,9 @@ def segment_video(
     if precision not in PRECISIONS:
         raise TfcsegError(f"precision {precision}: choose one of {', '.join(PRECISIONS)}",
                           options=("precision",))
+    if short_side is not None and short_side < 0:
+        raise TfcsegError(f"short_side must be 0 (the frames' own size) or a number of pixels, not {short_side}",
+                          options=("short_side",))
     if not 0.0 <= opacity <= 1.0:
         raise TfcsegError(f"opacity must be between 0 and 1, not {opacity}", options=("opacity",))
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
@@ -193,10 +196,15 @@ def segment_video(
     mask_folder = None
     if masks_dir is not None:
         mask_folder = Path(masks_dir).expanduser() / info.name
+        frames_folder = info.folder if info.kind == "images" else info.path.parent
+        if frames_folder is not None and mask_folder.resolve() == Path(frames_folder).resolve():
+            raise TfcsegError(f"{mask_folder}: is the folder of the input frames; the masks would replace "
+                              "them: choose another folder for the masks")
         if mask_folder.is_dir() and any(mask_folder.glob("*.png")) and not overwrite:
             raise TfcsegError(f"{mask_folder}: holds masks already (use overwrite=True to replace them)",
                               options=("overwrite",))
         ensure_writable_folder(mask_folder)
+        sweep_stale(mask_folder)  # what a killed earlier run left
 
     dev = resolve_device(device)
     if isinstance(model, TFCSegFormer):

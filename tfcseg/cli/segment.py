@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..hub.refs import MODEL_HELP
-from ..io.atomic import atomic_write_text
+from ..io.atomic import atomic_write_text, sweep_stale
 from ..io.video import ensure_writable_folder
 from ..segment import segment_video
 from . import app, err_console
@@ -55,6 +55,7 @@ def segment(
     """Segment a video and write a colourised overlay video (H.264, the source's frame rate)."""
     if json_file is not None:
         ensure_writable_folder(json_file.expanduser().resolve().parent)
+        sweep_stale(json_file.expanduser().resolve().parent, json_file.name)  # a killed run's temporary
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = segment_video(

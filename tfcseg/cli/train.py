@@ -17,7 +17,7 @@ from rich.table import Table
 from ..errors import TfcsegError
 from ..io.atomic import atomic_write_text
 from ..training.config import AMP_MODES, PRESETS, TrainConfig
-from . import app
+from . import app, warnings_as_lines
 
 _DEFAULTS = TrainConfig()
 
@@ -168,13 +168,20 @@ def train(
                               model_overrides=overrides, resume=resume, overwrite=overwrite,
                               deterministic=deterministic, progress=progress)
     console = Console(stderr=True)
-    trainer = Trainer(cfg, console=console)
-    try:
-        trainer.run()
-    finally:
-        trainer.close()
-    if not trainer.is_main:
-        return
+    with warnings_as_lines():  # bad data files etc. as clean `warning:` lines
+        trainer = Trainer(cfg, console=console)
+        try:
+            trainer.run()
+        finally:
+            trainer.close()
+    if trainer.is_main:
+        _report(trainer, cfg, json_out)
+    if trainer.stopped_by is not None:
+        # saved, but not done: 128 + the signal (130 Ctrl-C, 143 SIGTERM), as shells report it
+        raise typer.Exit(128 + int(trainer.stopped_by))
+
+
+def _report(trainer: Any, cfg: TrainConfig, json_out: Path | None) -> None:
     summary = trainer.summary
     table = Table(title=f"tfcseg train: {cfg.out}")
     table.add_column("metric")

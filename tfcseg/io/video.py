@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from ..errors import TfcsegError
-from .atomic import UMASK
+from .atomic import UMASK, make_temp, sweep_stale, write_error
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Containers that take H.264 -> ffmpeg muxer name.
@@ -547,7 +547,7 @@ def ensure_writable_folder(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise TfcsegError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+        raise write_error(folder, exc, "cannot write there") from None
 
 
 class VideoWriter:
@@ -578,6 +578,7 @@ class VideoWriter:
         if self.path.is_dir():
             raise TfcsegError(f"{self.path}: is a folder")
         ensure_writable_folder(self.path.parent)
+        sweep_stale(self.path.parent, self.path.name)  # what a killed earlier run left
         self._muxer = muxer
         self._proc: subprocess.Popen | None = None
         self._tmp: Path | None = None
@@ -588,10 +589,10 @@ class VideoWriter:
         return even_size(self.width, self.height)
 
     def open(self) -> "VideoWriter":
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix,
-                                   dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        try:
+            self._tmp = make_temp(self.path)
+        except OSError as exc:
+            raise write_error(self.path, exc, "cannot write here") from None
         w, h = self.output_size
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
@@ -649,8 +650,12 @@ class VideoWriter:
         if rc != 0:
             self.abort()
             raise TfcsegError(f"{self.path}: the encoder failed ({self._error()})")
-        os.chmod(self._tmp, 0o666 & ~UMASK)  # mkstemp made it owner-only
-        os.replace(self._tmp, self.path)
+        try:
+            os.chmod(self._tmp, 0o666 & ~UMASK)
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise write_error(self.path, exc) from None
         self._tmp = None
         return self.path
 
