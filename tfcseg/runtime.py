@@ -53,3 +53,72 @@ def cache_root() -> Path:
     if os.environ.get("TFCSEG_CACHE"):
         return Path(os.environ["TFCSEG_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "tfcseg"
+
+
+class ThreadTuner:
+    """Chooses the intra-op thread count of CPU inference by measuring it, frame by frame.
+
+    On a machine shared with other busy processes, PyTorch's default of one OpenMP thread a
+    core can be 10-20x slower than one thread: a parallel region waits for a thread that is
+    not scheduled. Per frame, `run(fn)` times `fn` at the current count; every `every`
+    frames it tries the other candidates for a few frames each and keeps the fastest (median
+    time), so a load that comes and goes is followed within about `every` frames. Keyframes
+    and non-keyframes cost different amounts, so each kind of frame is compared with its own
+    kind only (`kind`).
+
+    The thread count is a process-wide PyTorch setting: the tuner sets it while `fn` runs and
+    restores the caller's afterwards. `candidates`: thread counts to choose from (default: the
+    caller's count and 1).
+    """
+
+    def __init__(self, candidates: tuple[int, ...] | None = None, every: int = 48, trial: int = 3) -> None:
+        own = torch.get_num_threads()
+        self.candidates = tuple(dict.fromkeys(candidates or (own, 1)))
+        self.every, self.trial = every, trial
+        self.current = self.candidates[0]
+        self._times: dict[tuple[str, int], list[float]] = {}  # (kind, threads) -> recent seconds
+        self._frames = 0
+        self._trying: list[int] = []  # thread counts still to try in this round
+        self._trial_left = 0
+
+    def run(self, fn, kind: str = "frame"):
+        import time
+
+        threads = self._pick()
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            t0 = time.perf_counter()
+            out = fn()
+            elapsed = time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(before)
+        times = self._times.setdefault((kind, threads), [])
+        times.append(elapsed)
+        del times[:-5]  # the last five of each
+        self._frames += 1
+        if self._trying == [] and self._trial_left == 0 and self._frames % self.every == 0:
+            self._trying = [c for c in self.candidates if c != self.current]
+            for c in self._trying:
+                self._times.pop((kind, c), None)  # measure the others afresh
+            self._trial_left = self.trial
+        self._settle(kind)
+        return out
+
+    def _pick(self) -> int:
+        return self._trying[0] if self._trying else self.current
+
+    def _settle(self, kind: str) -> None:
+        if not self._trying:
+            return
+        self._trial_left -= 1
+        if self._trial_left > 0:
+            return
+        self._trying.pop(0)
+        self._trial_left = self.trial if self._trying else 0
+        if not self._trying:  # the round is over: keep the fastest
+            def median(c: int) -> float:
+                t = sorted(self._times.get((kind, c), []))
+                return t[len(t) // 2] if t else float("inf")
+
+            self.current = min(self.candidates, key=median)
