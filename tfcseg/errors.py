@@ -33,3 +33,8 @@ def as_flags(message: str, options: tuple[str, ...]) -> str:
 
 class CheckpointError(TfcsegError):
     """A checkpoint that cannot be loaded: missing/unexpected keys, shapes, format."""
+
+
+class OptionError(TfcsegError, ValueError):
+    """An option value out of its range (`keyframe_interval=0`): a `TfcsegError` for the command
+    line, and a `ValueError` like the other argument checks of the library's classes."""
