@@ -61,3 +61,28 @@ def write_video(path: Path, frames, fps=NTSC, pix_fmt: str = "yuv420p", faststar
         gen.send(np.ascontiguousarray(f))
     gen.close()
     return path
+
+
+def pan_scene(n: int, seed: int, invert: bool = False, h: int = 48, w: int = 80) -> list[np.ndarray]:
+    """A smooth random scene panning 1 pixel a frame (RGB uint8 frames); `invert`: its negative
+    (with another seed: a scene nothing like the first)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(0, 256, (4, 12, 3), dtype=np.uint8), (w + n, h),
+                      interpolation=cv2.INTER_LINEAR)
+    if invert:
+        base = 255 - base
+    return [np.ascontiguousarray(base[:, i:i + w]) for i in range(n)]
+
+
+def spliced_video(cut: int, n: int) -> list[np.ndarray]:
+    """n frames: scene A up to frame `cut`, then a different scene B (a cut at frame `cut`)."""
+    return pan_scene(cut, seed=0) + pan_scene(n - cut, seed=1, invert=True)
+
+
+# Adaptive keyframe settings for the tiny model (`tiny_model`, `randomise_bn`, seed 0) on
+# `spliced_video`: within a scene fewer than half the points fall below 0.5 for 8 frames
+# after a keyframe; across the cut about three quarters do (the tests check both).
+CUT_POLICY = dict(keyframe_interval="auto", keyframe_similarity=0.5, keyframe_changed_share=0.5,
+                  max_keyframe_interval=8)

@@ -58,8 +58,33 @@ def test_benchmark_on_real_footage(tmp_path):
     assert r["clip"] == str(src) and r["frames"] == 3 and "msda_sweep" not in r
 
 
+def test_benchmark_auto_keyframes(tmp_path):
+    """`--keyframe-interval auto`: keyframes counted per mode, the MACs of a keyframe chosen
+    after its stages 1-2, and TFC's MACs per frame from the keyframes that really ran."""
+    from tfcseg.benchmark import BenchmarkSettings, run_benchmark, tfc_macs_per_frame
+
+    torch.manual_seed(0)
+    model = TFCSegFormer(tiny_config(tfc_trained=True)).eval()
+    settings = BenchmarkSettings(size=(64, 96), frames=5, keyframe_interval="auto", max_keyframe_interval=2,
+                                 keyframe_changed_share=1.0, repeats=1, msda_sweep=False)
+    r = run_benchmark(model, settings)
+    assert r["keyframe_policy"]["max_keyframe_interval"] == 2
+    assert r["modes"]["tfc"]["keyframes"] == r["modes"]["reuse"]["keyframes"] == [0, 2, 4]
+    assert r["modes"]["segformer"]["keyframe_share"] == 1.0
+    macs = r["macs"]
+    # stages 1-2 and the similarity, then stages 3-4 and the decoder: a little over a keyframe
+    assert macs["keyframe"] < macs["keyframe_on_change"] < macs["keyframe"] + macs["non_keyframe"]
+    assert r["latency"]["keyframe_from_low_level"]["median_ms"] > 0
+    assert tfc_macs_per_frame(macs, 5, 3) == pytest.approx((3 * macs["keyframe"] + 2 * macs["non_keyframe"]) / 5)
+    assert tfc_macs_per_frame(macs, 4, 2, on_change=1) == pytest.approx(
+        (macs["keyframe"] + macs["keyframe_on_change"] + 2 * macs["non_keyframe"]) / 4)
+    achieved = r["achieved_macs_per_s"]["tfc"] / r["modes"]["tfc"]["fps"]
+    assert achieved == pytest.approx(tfc_macs_per_frame(macs, 5, 3))
+
+
 def test_benchmark_bad_options(capsys):
     assert main(["benchmark", "--variant", "b9"]) == 2
     assert main(["benchmark", "--variant", "b0", "--size", "big"]) == 2
+    assert main(["benchmark", "--variant", "b0", "-k", "auto", "--min-keyframe-interval", "0"]) == 2
     err = capsys.readouterr().err
-    assert "b9" in err and "HxW" in err
+    assert "b9" in err and "HxW" in err and "--min-keyframe-interval must be" in " ".join(err.split())

@@ -154,6 +154,32 @@ def test_camvid_ground_truth_as_predictions(tmp_path):
     assert result["mvc8_windows"] == 101 - 8 and result["mvc16_windows"] == 101 - 16
 
 
+def test_auto_keyframes_counted_and_promoted_keyframes_are_keyframes(data, model):
+    """keyframe_interval="auto": the maximum interval alone (no change ever counts), and every
+    frame a change (threshold 1.0, share 0): then each frame is a keyframe run from its own
+    stages 1-2, and the scores are per-frame SegFormer's exactly."""
+    def run(**kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return evaluate_model(model, data, short_side=0, progress=False, **kw)
+
+    capped = run(keyframe_interval="auto", keyframe_changed_share=1.0, max_keyframe_interval=3)
+    assert capped["keyframe_interval"] == "auto" and capped["keyframes_on_change"] == 0
+    assert capped["keyframes"] == 8 and capped["keyframe_share"] == pytest.approx(8 / 20)  # 0, 3, 6, 9
+    assert capped["mean_keyframe_interval"] == 3.0
+    assert capped["keyframe_policy"]["max_keyframe_interval"] == 3
+    every = run(keyframe_interval="auto", keyframe_similarity=1.0, keyframe_changed_share=0.0)
+    assert every["keyframes"] == 20 and every["keyframes_on_change"] == 18  # all but each video's first
+    assert every["mean_keyframe_interval"] == 1.0
+    segformer = run(mode="segformer")
+    for key in ("miou", "wiou", "mvc8", "flicker", "pixel_accuracy"):
+        assert every[key] == segformer[key], key
+    assert segformer["keyframe_policy"] is None and segformer["keyframes_on_change"] is None
+    with pytest.raises(TfcsegError, match="max_keyframe_interval: only with keyframe_interval auto") as info:
+        run(keyframe_interval=4, max_keyframe_interval=8)
+    assert info.value.options == ("max_keyframe_interval", "keyframe_interval")
+
+
 # ---- the command ------------------------------------------------------------------------------
 
 
@@ -250,3 +276,19 @@ def test_cli_eval_refuses_and_warns_instead_of_scoring_silently(data, model, tmp
     assert main(["eval", "--data-root", str(data), "--predictions", str(idx), "--prediction-encoding", "index",
                  "-q"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_cli_eval_auto_keyframes(data, model, tmp_path, capsys):
+    save_checkpoint(model, tmp_path / "ckpt")
+    rc = main(["eval", "--data-root", str(data), "--model", str(tmp_path / "ckpt"), "--short-side", "0",
+               "-k", "auto", "--max-keyframe-interval", "3", "--keyframe-changed-share", "1",
+               "--json", str(tmp_path / "r.json"), "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["keyframe_interval"] == "auto" and result["keyframes"] == 8
+    assert "auto: 0 on a change" in " ".join(out.split())
+    rc = main(["eval", "--data-root", str(data), "--model", str(tmp_path / "ckpt"), "-k", "auto",
+               "--keyframe-changed-share", "2", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--keyframe-changed-share must be a share" in " ".join(err.split())

@@ -11,7 +11,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
-from conftest import NTSC, tiny_config
+from conftest import CUT_POLICY, NTSC, randomise_bn, spliced_video, tiny_config
 from conftest import write_video as _write_video
 
 from tfcseg import TFCSegFormer, load_model, save_checkpoint, segment_video
@@ -262,6 +262,11 @@ def test_bad_options(tmp_path, ckpt, capsys):
     for args, needle in [(["--opacity", "1.5"], "--opacity"), (["--mode", "fast"], "--mode"),
                          (["--start", "soon"], "--start"), (["--stride", "0"], "--stride"),
                          (["--precision", "int8"], "--precision"),
+                         (["-k", "often"], "--keyframe-interval often: a whole number"),
+                         (["--max-keyframe-interval", "8"], "--max-keyframe-interval: only with --keyframe-interval auto"),
+                         (["-k", "auto", "--keyframe-similarity", "2"], "--keyframe-similarity must be"),
+                         (["-k", "auto", "--min-keyframe-interval", "9", "--max-keyframe-interval", "4"],
+                          "--min-keyframe-interval (9) is above --max-keyframe-interval (4)"),
                          (["-o", tmp_path / "a.webm"], "unsupported output format")]:
         code, _, err = run_cli(capsys, src, "--model", ckpt, *args)
         assert code == 2, args
@@ -317,3 +322,35 @@ def test_drawing_thread_reraises_and_stops():
         ok.put(i, None)
     ok.finish()
     assert drawn[-3:] == [10, 11, 12]
+
+
+def test_summary_lists_keyframes_fixed_and_auto(tmp_path, capsys):
+    """A folder of frames with a scene cut at frame 5: the summary and its JSON list the
+    keyframes (auto: the cut is one) and the mean interval between them."""
+    torch.manual_seed(0)
+    model = TFCSegFormer(tiny_config(tfc_trained=True, inference_short_side=0))
+    randomise_bn(model)
+    ckpt = save_checkpoint(model.eval(), tmp_path / "model")
+    frames = tmp_path / "cut"
+    frames.mkdir()
+    for i, rgb in enumerate(spliced_video(cut=5, n=12)):  # PNG: lossless, the cut as made
+        cv2.imwrite(str(frames / f"{i:03d}.png"), rgb[..., ::-1])
+    fixed = segment_video(frames, output=tmp_path / "fixed.mp4", model=model, keyframe_interval=4,
+                          progress=False)
+    assert fixed["keyframe_indices"] == [0, 4, 8] and fixed["mean_keyframe_interval"] == 4.0
+    assert fixed["keyframe_policy"] is None and fixed["keyframes_on_change"] is None
+
+    auto_args = ["-k", "auto", "--keyframe-similarity", "0.5", "--keyframe-changed-share", "0.5",
+                 "--max-keyframe-interval", "8"]
+    assert CUT_POLICY == {"keyframe_interval": "auto", "keyframe_similarity": 0.5,
+                          "keyframe_changed_share": 0.5, "max_keyframe_interval": 8}  # the same
+    code, out, err = run_cli(capsys, frames, "--model", ckpt, "-o", tmp_path / "auto.mp4",
+                             "--json", tmp_path / "auto.json", *auto_args)
+    assert code == 0, err
+    s = json.loads((tmp_path / "auto.json").read_text())
+    assert s["keyframe_interval"] == "auto" and s["keyframe_indices"] == [0, 5]
+    assert s["keyframes"] == 2 and s["keyframes_on_change"] == 1 and s["mean_keyframe_interval"] == 5.0
+    assert s["keyframe_policy"] == {"keyframe_similarity": 0.5, "keyframe_changed_share": 0.5,
+                                    "max_keyframe_interval": 8, "min_keyframe_interval": 1}
+    text = " ".join(out.split())
+    assert "auto: 1 on a change" in text and "mean interval 5.0" in text and "0, 5" in text

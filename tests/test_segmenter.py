@@ -15,7 +15,9 @@ import tfcseg
 from tfcseg import TFCSegFormer, VideoSegmenter
 from tfcseg.segmenter import inference_size, preprocess
 
-from conftest import randomise_bn, tiny_config
+from conftest import CUT_POLICY, pan_scene, randomise_bn, spliced_video, tiny_config
+from tfcseg.errors import TfcsegError
+from tfcseg.segmenter import KeyframePolicy, keyframe_schedule
 
 
 def _model(num_classes: int = 5, trained: bool = True) -> TFCSegFormer:
@@ -231,3 +233,93 @@ def test_non_finite_output_is_said_once():
     assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [
         "frame 0: the model's output holds NaN or Inf (broken weights?); the labels of those pixels are "
         "meaningless"]
+
+
+# ---- adaptive keyframes (keyframe_interval="auto") ---------------------------------------------
+
+
+def _stage_calls(model) -> list[int]:
+    """Counts of each encoder stage's runs, updated by forward hooks."""
+    calls = [0, 0, 0, 0]
+    for i, stage in enumerate(model.encoder.stages):
+        stage.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    return calls
+
+
+def _agreement(results, frames, model) -> list[float]:
+    """Per frame, the share of pixels labelled as per-frame SegFormer labels them."""
+    return [float(np.mean(r.labels == _reference_labels(model, f, f.shape[:2])))
+            for r, f in zip(results, frames)]
+
+
+def test_auto_makes_the_frame_at_a_scene_cut_a_keyframe_and_fixed_k_does_not():
+    model = _model()
+    video = spliced_video(cut=5, n=12)  # scene A: frames 0-4, scene B: 5-11
+    calls = _stage_calls(model)
+    auto = list(VideoSegmenter(model, short_side=0, **CUT_POLICY).segment(video))
+    assert calls == [12, 12, 2, 2]  # stages 1-2 once per frame: the cut's reused for its keyframe
+    fixed = list(VideoSegmenter(model, keyframe_interval=8, short_side=0).segment(video))
+
+    # the signal: within scene A under half the points changed, at the cut most of them
+    changed = [r.changed_share for r in auto]
+    assert changed[0] is None and all(c < 0.5 for c in changed[1:5]) and changed[5] > 0.5
+    assert [r.index for r in auto if r.is_keyframe] == [0, 5]
+    assert [r.keyframe_reason for r in auto] == ["start"] + [None] * 4 + ["change"] + [None] * 6
+    assert [r.index for r in fixed if r.is_keyframe] == [0, 8]  # frames 5-7 reuse scene A's
+    assert all(r.changed_share is None for r in fixed)
+
+    # at the cut auto's labels are SegFormer's on the new scene; fixed K's are not, and
+    # after the cut auto's stay closer to them on every frame until fixed K's next keyframe
+    agree_auto, agree_fixed = _agreement(auto, video, model), _agreement(fixed, video, model)
+    assert agree_auto[5] == 1.0 and agree_fixed[5] < 0.9
+    assert all(a > f for a, f in zip(agree_auto[5:8], agree_fixed[5:8]))
+    assert agree_auto[:5] == agree_fixed[:5]  # the same run before the cut
+
+
+@pytest.mark.parametrize("mode", ["tfc", "reuse"])
+def test_auto_on_a_static_clip_keyframes_only_at_the_maximum_interval(mode):
+    model = _model()
+    frame = pan_scene(1, seed=0)[0]
+    results = list(VideoSegmenter(model, mode=mode, short_side=0, keyframe_interval="auto",
+                                  max_keyframe_interval=6).segment([frame] * 20))
+    assert [r.index for r in results if r.is_keyframe] == [0, 6, 12, 18]
+    assert [r.keyframe_reason for r in results if r.is_keyframe] == ["start", "interval", "interval", "interval"]
+    # the same frame again: similarity exactly 1, so no point has changed at any threshold
+    assert all(r.changed_share == 0.0 for r in results if not r.is_keyframe)
+
+
+def test_min_keyframe_interval_holds_a_change_keyframe_back():
+    model = _model()
+    video = spliced_video(cut=2, n=9)
+    results = list(VideoSegmenter(model, short_side=0, **{**CUT_POLICY, "min_keyframe_interval": 4})
+                   .segment(video))
+    assert [r.index for r in results if r.is_keyframe] == [0, 4]  # the cut at 2, held to 4
+    assert results[2].changed_share > 0.5 and not results[2].is_keyframe
+    assert results[4].keyframe_reason == "change"
+
+
+def test_auto_in_segformer_mode_is_every_frame():
+    seg = VideoSegmenter(_model(), mode="segformer", short_side=0, keyframe_interval="auto")
+    assert seg.keyframe_interval == 1 and seg.policy is None
+    assert all(r.is_keyframe for r in seg.segment(spliced_video(2, 4)))
+
+
+def test_keyframe_options_are_checked():
+    assert keyframe_schedule("auto") == ("auto", KeyframePolicy())
+    assert keyframe_schedule(" AUTO ", max_keyframe_interval=8)[1].max_keyframe_interval == 8
+    assert keyframe_schedule("4") == (4, None) and keyframe_schedule(4) == (4, None)
+    for kwargs, needle in [
+        (dict(keyframe_interval="often"), "keyframe_interval often: a whole number"),
+        (dict(keyframe_interval=0), "keyframe_interval must be 1 or more"),
+        (dict(keyframe_interval=2.5), "keyframe_interval 2.5"),
+        (dict(keyframe_interval=4, max_keyframe_interval=8), "max_keyframe_interval: only with keyframe_interval auto"),
+        (dict(keyframe_interval="auto", keyframe_similarity=1.5), "keyframe_similarity must be"),
+        (dict(keyframe_interval="auto", keyframe_changed_share=-0.1), "keyframe_changed_share must be"),
+        (dict(keyframe_interval="auto", max_keyframe_interval=0), "max_keyframe_interval must be"),
+        (dict(keyframe_interval="auto", min_keyframe_interval=9, max_keyframe_interval=8), "is above"),
+    ]:
+        with pytest.raises(TfcsegError, match=needle) as info:
+            keyframe_schedule(**kwargs)
+        assert info.value.options  # the CLI shows the parameters it names as flags
+        with pytest.raises(ValueError, match=needle):  # and the segmenter's checks are ValueErrors
+            VideoSegmenter(_model(), short_side=0, **kwargs)

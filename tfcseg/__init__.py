@@ -44,6 +44,7 @@ _EXPORTS = {
     "WriteError": "tfcseg.errors",
     "VideoSegmenter": "tfcseg.segmenter",
     "FrameResult": "tfcseg.segmenter",
+    "KeyframePolicy": "tfcseg.segmenter",
     "VSPWDataset": "tfcseg.data.vspw",
     "ClipDataset": "tfcseg.data.clips",
     "make_synthetic_vspw": "tfcseg.data.synthetic",

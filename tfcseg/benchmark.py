@@ -144,7 +144,11 @@ MSDA_SHARES = (0.1, 0.2, 0.4, 1.0)
 class BenchmarkSettings:
     size: tuple[int, int] = (480, 853)  # inference size (h, w); frames are made at this size
     frames: int = 16  # frames of the synthetic clip timed per mode
-    keyframe_interval: int = 8
+    keyframe_interval: int | str = 8  # or "auto", with the four options below (None: defaults)
+    keyframe_similarity: float | None = None
+    keyframe_changed_share: float | None = None
+    max_keyframe_interval: int | None = None
+    min_keyframe_interval: int | None = None
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
     repeats: int = 3  # timed repeats of each measurement (median reported)
     compare_hf: bool = False  # time transformers' SegFormer on the same weights and input
@@ -190,20 +194,28 @@ def _params(module: torch.nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
+def schedule_options(settings: BenchmarkSettings) -> dict[str, Any]:
+    """The adaptive keyframe options of `settings`, as `VideoSegmenter` takes them."""
+    return {name: getattr(settings, name) for name in
+            ("keyframe_similarity", "keyframe_changed_share", "max_keyframe_interval", "min_keyframe_interval")}
+
+
 def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings) -> tuple[Callable[[], None], dict]:
     """A function that runs the whole clip through `VideoSegmenter` (preprocessing, model,
     labels at the frame size) and the dict it leaves the labels and mean MSDA share in."""
     from .segmenter import VideoSegmenter
 
     seg = VideoSegmenter(model, keyframe_interval=settings.keyframe_interval, mode=mode,
-                         short_side=0, precision=settings.precision)
-    out: dict[str, Any] = {}
+                         short_side=0, precision=settings.precision, **schedule_options(settings))
+    out: dict[str, Any] = {"policy": seg.policy}
 
     def run() -> None:
         seg.reset()
         results = list(seg.segment(frames))
         out["labels"] = [r.labels for r in results]
         out["share"] = float(np.mean([r.msda_share for r in results if not r.is_keyframe] or [0.0]))
+        out["keyframes"] = [r.index for r in results if r.is_keyframe]
+        out["on_change"] = sum(r.keyframe_reason == "change" for r in results)
 
     return run, out
 
@@ -245,6 +257,13 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
             "non_keyframe": count_macs(lambda: model.non_keyframe(px1, state, options)),
             "encoder_stages_3_4": count_macs(lambda: model.encoder(state.x2, stages=4, start=2)),
         }
+
+        def keyframe_on_change() -> None:  # auto: stages 1-2 and the similarity, then a keyframe
+            x1, x2 = model.low_level(px1)
+            model.similarity(x1, x2, state, options)
+            model.keyframe_from_low_level(px1.shape[-2:], x1, x2)
+
+        result["macs"]["keyframe_on_change"] = count_macs(keyframe_on_change)
         say("timing keyframe and non-keyframe latency")
         with autocast():
             key_t = time_fn(lambda: model.keyframe(px0), device, settings.repeats)
@@ -256,6 +275,11 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
                     lambda: model.non_keyframe(px1, state, opts), device, settings.repeats).as_dict()
             lat["encoder_stages_3_4"] = time_fn(
                 lambda: model.encoder(state.x2, stages=4, start=2), device, settings.repeats).as_dict()
+            x1, x2 = model.low_level(px1)
+            # what making a frame a keyframe adds once its stages 1-2 ran (auto keyframes)
+            lat["keyframe_from_low_level"] = time_fn(
+                lambda: model.keyframe_from_low_level(px1.shape[-2:], x1, x2), device,
+                settings.repeats).as_dict()
         result["latency"] = lat
 
         peak_memory_reset(device)
@@ -282,9 +306,14 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
         labels: dict[str, list[np.ndarray]] = {}
         for mode in MODES:
             modes[mode] = {"fps": len(frames) / (clip_times[mode].median_ms / 1000),
-                           "msda_share": outs[mode]["share"], "clip_ms": clip_times[mode].as_dict()}
+                           "msda_share": outs[mode]["share"], "clip_ms": clip_times[mode].as_dict(),
+                           "keyframes": outs[mode]["keyframes"],
+                           "keyframe_share": len(outs[mode]["keyframes"]) / len(frames),
+                           "keyframes_on_change": outs[mode]["on_change"]}
             labels[mode] = outs[mode]["labels"]
         result["modes"] = modes
+        policy = outs["tfc"]["policy"]
+        result["keyframe_policy"] = policy.as_dict() if policy is not None else None
         result["peak_memory_mb"] = peak_mb
 
         fp32_labels = dict(labels)  # replaced below when running in reduced precision
@@ -322,8 +351,8 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
 
         say("large matmul (machine's practical MAC rate)")
         rate = matmul_rate(device, amp or torch.float32)
-        interval = settings.keyframe_interval
-        macs_tfc = (result["macs"]["keyframe"] + (interval - 1) * result["macs"]["non_keyframe"]) / interval
+        macs_tfc = tfc_macs_per_frame(result["macs"], len(frames), len(outs["tfc"]["keyframes"]),
+                                      outs["tfc"]["on_change"])
         result["matmul_macs_per_s"] = rate
         result["achieved_macs_per_s"] = {
             "segformer": result["macs"]["keyframe"] * modes["segformer"]["fps"],
@@ -341,6 +370,16 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
                 "segformer_label_agreement": agree,  # tfcseg fp32 vs transformers fp32
             }
     return result
+
+
+def tfc_macs_per_frame(macs: dict[str, int], frames: int, keyframes: int, on_change: int = 0) -> float:
+    """Mean multiply-accumulates per frame of a TFC run with `keyframes` keyframes in `frames`
+    frames, `on_change` of them made keyframes by the similarity (auto: their stages 1-2 and
+    similarity ran first); `macs` holds the per-pass counts of `run_benchmark`."""
+    scheduled = keyframes - on_change
+    total = (scheduled * macs["keyframe"] + on_change * macs.get("keyframe_on_change", macs["keyframe"])
+             + (frames - keyframes) * macs["non_keyframe"])
+    return total / frames
 
 
 def _device_name(device: torch.device) -> str:

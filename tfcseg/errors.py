@@ -50,3 +50,8 @@ class WriteError(TfcsegError):
 
 class CheckpointError(TfcsegError):
     """A checkpoint that cannot be loaded: missing/unexpected keys, shapes, format."""
+
+
+class OptionError(TfcsegError, ValueError):
+    """An option value out of its range (`keyframe_interval=0`): a `TfcsegError` for the command
+    line, and a `ValueError` like the other argument checks of the library's classes."""

@@ -21,8 +21,11 @@ Result dict (JSON-ready; a metric that is undefined, e.g. mVC16 when no video ha
     mvc8_windows, mvc16_windows               windows the mVC means are over
     dataset, split, num_classes
 and, for model runs: fps (model only: reading, scoring and the first frame's start-up
-excluded), mode, keyframe_interval, short_side, keyframe_share (share of frames run as
-keyframes), msda_share (mean share of points sparse MSDA updated on non-keyframes).
+excluded), mode, keyframe_interval (K or "auto"), keyframe_policy (auto's settings, else
+None), short_side, keyframes, keyframe_share (share of frames run as keyframes),
+keyframes_on_change (auto: keyframes chosen by the similarity), mean_keyframe_interval (mean
+gap between consecutive keyframes within a video), msda_share (mean share of points sparse
+MSDA updated on non-keyframes).
 """
 
 from __future__ import annotations
@@ -159,18 +162,25 @@ def evaluate_model(
     root: str | Path,
     split: str = "val",
     mode: str = "tfc",
-    keyframe_interval: int = 4,
+    keyframe_interval: int | str = 4,
     short_side: int | None = None,
     save_predictions: str | Path | None = None,
     progress: bool = True,
     precision: str = "fp32",
     overwrite: bool = False,
+    *,
+    keyframe_similarity: float | None = None,
+    keyframe_changed_share: float | None = None,
+    max_keyframe_interval: int | None = None,
+    min_keyframe_interval: int | None = None,
 ) -> dict[str, Any]:
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
     score it with the official VSPW metrics (see the module docstring for the result).
 
     mode: `tfc`, `segformer` or `reuse` (see `tfcseg.segmenter.VideoSegmenter`); a new video
-    starts with a keyframe. short_side: inference short side (default: the model's,
+    starts with a keyframe. keyframe_interval: frames per keyframe, or "auto" (tuned by
+    keyframe_similarity, keyframe_changed_share, max_keyframe_interval, min_keyframe_interval;
+    see `tfcseg.segmenter.KeyframePolicy`). short_side: inference short side (default: the model's,
     480 = the paper's 480x853 for VSPW). save_predictions: a folder for the predicted index
     PNGs; a folder that holds predictions of the split's videos already is refused unless
     `overwrite` (which replaces the PNGs it writes, and nothing else). precision: fp32, or
@@ -178,11 +188,15 @@ def evaluate_model(
     `DataWarning`.
     """
     from .io.atomic import sweep_stale
-    from .segmenter import VideoSegmenter
+    from .segmenter import VideoSegmenter, keyframe_schedule
 
     if short_side is not None and short_side < 0:
         raise TfcsegError(f"short_side must be 0 (the frames' own size) or a number of pixels, not {short_side}",
                           options=("short_side",))
+
+    schedule = dict(keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
+                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
+    keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before reading any data
     dataset = VSPWDataset(root, split)
     if model.num_classes != dataset.num_classes:
         raise TfcsegError(
@@ -190,7 +204,9 @@ def evaluate_model(
             f"{model.num_classes}; evaluate a model trained for this dataset's classes")
     try:
         segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
-                                   short_side=short_side, precision=precision)
+                                   short_side=short_side, precision=precision, **schedule)
+    except TfcsegError:
+        raise
     except ValueError as exc:
         raise TfcsegError(str(exc)) from None
     save_dir = Path(save_predictions).expanduser() if save_predictions is not None else None
@@ -212,10 +228,12 @@ def evaluate_model(
     scores = _Scores(dataset)
     frame_lists = {video: dataset.frames(video) for video in dataset.videos}
     model_seconds, timed_frames, keyframes, msda_shares = 0.0, 0, 0, []
+    on_change, gaps = 0, []  # keyframes chosen by the similarity; mean gap of each video
     with _progress(progress, sum(map(len, frame_lists.values())), f"eval {split}") as bar:
         for video, records in frame_lists.items():
             segmenter.reset()
             scores.start_video()
+            key_indices = []
             for record in records:
                 pair = dataset.read_frame(record)
                 bar.advance()
@@ -230,17 +248,26 @@ def evaluate_model(
                     timed_frames += 1
                 pred = result.labels
                 keyframes += bool(result.is_keyframe)
-                if not result.is_keyframe:
+                if result.is_keyframe:
+                    key_indices.append(result.index)
+                    on_change += result.keyframe_reason == "change"
+                else:
                     msda_shares.append(float(result.msda_share))
                 scores.add(pred, pred, gt_raw, record.mask)
                 if save_dir is not None:
                     write_mask(save_dir / video / f"{record.name}.png", pred.astype(np.uint8) + 1, png_palette)
+            gaps.extend(np.diff(key_indices).tolist())
     out = scores.result()
     out.update({
         "fps": timed_frames / model_seconds if model_seconds > 0 else None,
-        "mode": mode, "keyframe_interval": segmenter.keyframe_interval, "short_side": segmenter.short_side,
+        "mode": mode, "keyframe_interval": segmenter.keyframe_interval,
+        "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
+        "short_side": segmenter.short_side,
         "precision": precision,
+        "keyframes": keyframes,
         "keyframe_share": keyframes / scores.frames,
+        "keyframes_on_change": on_change if segmenter.policy is not None else None,
+        "mean_keyframe_interval": float(np.mean(gaps)) if gaps else None,
         "msda_share": float(np.mean(msda_shares)) if msda_shares else 0.0,
     })
     return out

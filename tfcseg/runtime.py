@@ -8,13 +8,40 @@ from pathlib import Path
 
 import torch
 
-from .errors import TfcsegError
+from .errors import OptionError, TfcsegError
 
 # How a video is run: TFC (the method), per-frame SegFormer (every frame a keyframe), or
 # feature reuse (non-keyframes reuse the keyframe's high-level features, nothing else).
 MODES = ("tfc", "segformer", "reuse")
 # Inference precision name -> autocast dtype (None: fp32, no autocast).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# `keyframe_interval` of this value: keyframes chosen from TFC's own similarity (segmenter.KeyframePolicy).
+AUTO_KEYFRAMES = "auto"
+
+
+def parse_keyframe_interval(value: int | str) -> int | str:
+    """A keyframe interval as given on the command line or to the library: a whole number of
+    frames (1 or more; `4` or "4") or "auto"."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO_KEYFRAMES:
+            return AUTO_KEYFRAMES
+        if not text.lstrip("-").isdigit():
+            raise OptionError(f"keyframe_interval {value}: a whole number of frames (1 or more) or "
+                              f"{AUTO_KEYFRAMES}", options=("keyframe_interval",))
+        value = int(text)
+    try:
+        whole = not isinstance(value, bool) and int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise OptionError(f"keyframe_interval {value}: a whole number of frames (1 or more) or "
+                          f"{AUTO_KEYFRAMES}", options=("keyframe_interval",))
+    if int(value) < 1:
+        raise OptionError(f"keyframe_interval must be 1 or more, not {value}", options=("keyframe_interval",))
+    return int(value)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -42,7 +42,7 @@ from .io.video import Frame, FrameSource, VideoWriter, ensure_writable_folder, o
 from .metrics import FlickerRate
 from .models.segformer import TFCSegFormer
 from .runtime import MODES, PRECISIONS, resolve_device
-from .segmenter import VideoSegmenter
+from .segmenter import VideoSegmenter, keyframe_schedule, mean_keyframe_interval
 
 def parse_time(value: str | float | int | None, option: str = "--start") -> float | None:
     """Seconds from `12.5`, `1:02.5` or `0:01:02.5`; None stays None."""
@@ -142,7 +142,7 @@ def segment_video(
     output: str | Path | None = None,
     model: str | Path | TFCSegFormer | None = None,
     mode: str = "tfc",
-    keyframe_interval: int = 4,
+    keyframe_interval: int | str = 4,
     opacity: float = 0.5,
     masks_dir: str | Path | None = None,
     side_by_side: bool = False,
@@ -158,6 +158,10 @@ def segment_video(
     short_side: int | None = None,
     precision: str = "fp32",
     console: Console | None = None,
+    keyframe_similarity: float | None = None,
+    keyframe_changed_share: float | None = None,
+    max_keyframe_interval: int | None = None,
+    min_keyframe_interval: int | None = None,
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames or a glob) into an overlay video.
 
@@ -166,15 +170,21 @@ def segment_video(
     keep every N-th frame (the output's frame rate is divided by N so its duration is kept).
     `fps`: frame rate of an image sequence (default 30). `short_side`: inference size
     (default: the model's). `precision`: fp32, or bf16/fp16 autocast (bf16 on CPUs with
-    AVX512-BF16 or AMX, both on GPUs; labels agree with fp32 on ~99.9% of pixels). Returns the summary (also what `--json` writes); `warnings`
-    lists lost frames and the like. User mistakes raise `TfcsegError`; the output appears
+    AVX512-BF16 or AMX, both on GPUs; labels agree with fp32 on ~99.9% of pixels).
+    `keyframe_interval`: frames per keyframe, or "auto" (keyframes where TFC's similarity
+    says the scene changed; `keyframe_similarity`, `keyframe_changed_share`,
+    `max_keyframe_interval` and `min_keyframe_interval` tune it, see
+    `tfcseg.segmenter.KeyframePolicy`). Returns the summary (also what `--json` writes):
+    among others `keyframe_indices` (0-based among the frames segmented) and
+    `mean_keyframe_interval` (the mean gap between consecutive keyframes); `warnings` lists
+    lost frames and the like. User mistakes raise `TfcsegError`; the output appears
     under its final name only when complete.
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
-    if keyframe_interval < 1:
-        raise TfcsegError(f"keyframe_interval must be 1 or more, not {keyframe_interval}",
-                          options=("keyframe_interval",))
+    schedule = dict(keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
+                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
+    keyframe_interval, _ = keyframe_schedule(keyframe_interval, **schedule)  # checked up front
     if precision not in PRECISIONS:
         raise TfcsegError(f"precision {precision}: choose one of {', '.join(PRECISIONS)}",
                           options=("precision",))
@@ -214,7 +224,7 @@ def segment_video(
 
         net, model_name = load_model(model, device=dev), str(model) if model is not None else "default"
     segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
-                               short_side=short_side, precision=precision)
+                               short_side=short_side, precision=precision, **schedule)
     if dev.type == "cpu":  # a first run compiles the CPU kernels: before the clock starts
         from .ops import build
 
@@ -231,6 +241,8 @@ def segment_video(
             yield frame.rgb
 
     n_frames = n_key = 0
+    key_indices: list[int] = []  # frames run as keyframes
+    n_on_change = 0  # of them, made keyframes by the similarity (auto)
     flicker = FlickerRate()
     shares: list[float] = []  # MSDA share of every non-keyframe
     t0 = time.perf_counter()
@@ -252,6 +264,8 @@ def segment_video(
                 n_frames += 1
                 if result.is_keyframe:
                     n_key += 1
+                    key_indices.append(n_frames - 1)
+                    n_on_change += result.keyframe_reason == "change"
                 else:
                     shares.append(float(result.msda_share))
             sink.finish()  # the last frames drawn; re-raises what failed in the thread
@@ -273,6 +287,9 @@ def segment_video(
         "masks_dir": str(mask_folder) if mask_folder is not None else None,
         "frames": n_frames,
         "keyframes": n_key,
+        "keyframe_indices": key_indices,
+        "mean_keyframe_interval": mean_keyframe_interval(key_indices),
+        "keyframes_on_change": n_on_change if segmenter.policy is not None else None,
         "mean_msda_share": float(np.mean(shares)) if shares else None,
         "flicker": flicker.value(),
         "fps": n_frames / seconds if seconds > 0 else None,
@@ -286,6 +303,7 @@ def segment_video(
         "output_height": out_h,
         "mode": mode,
         "keyframe_interval": segmenter.keyframe_interval,
+        "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
         "precision": precision,
         "model": model_name,
         "device": str(dev),

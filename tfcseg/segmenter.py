@@ -4,6 +4,15 @@
     for result in seg.segment(frames):        # frames: H x W x 3 uint8 RGB arrays
         result.labels                         # H x W label map at the frame's own size
 
+Keyframes: every `keyframe_interval` frames, or `keyframe_interval="auto"`: a new keyframe when
+TFC's own similarity says the scene has changed (`KeyframePolicy`). Every non-keyframe computes
+its similarity to the keyframe at each point of the 1/4 map anyway; when more than
+`keyframe_changed_share` of the points are below `keyframe_similarity` (and at least
+`min_keyframe_interval` frames have passed), that frame itself becomes the keyframe, its
+encoder stages 1-2 reused (extra cost: stages 3-4 and the decoder), so that a scene cut is
+labelled from its own scene at once. After `max_keyframe_interval` frames a keyframe is due
+whatever the similarity.
+
 Frames are resized so that their short side is `short_side` (aspect kept, no padding:
 SegFormer takes any size); a frame already at that size is not resized. Labels are made
 directly at the frame's own size, as mmseg does: the argmax of the 1/4-resolution logits
@@ -13,19 +22,21 @@ by `postprocess.labels_from_logits` (interpolated logits only on class boundarie
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
 import torch
 
+from .errors import OptionError
 from .models.config import TFCOptions
 from .models.segformer import IMAGENET_MEAN, IMAGENET_STD, TFCSegFormer
 from .models.state import KeyframeState
 from .postprocess import labels_from_logits
-from .runtime import MODES, PRECISIONS
+from .runtime import AUTO_KEYFRAMES, MODES, PRECISIONS, parse_keyframe_interval
 
 
 def inference_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -95,6 +106,78 @@ def smallest_input(config) -> int:
         side += 1
 
 
+@dataclass(frozen=True)
+class KeyframePolicy:
+    """When `keyframe_interval="auto"` makes a keyframe. At each frame after a keyframe, a point
+    of the 1/4 map has *changed* when TFC's similarity of its low-level features to the
+    keyframe's is below `keyframe_similarity`; the frame becomes a keyframe when more than
+    `keyframe_changed_share` of the points have changed and at least `min_keyframe_interval`
+    frames have passed since the keyframe, or when `max_keyframe_interval` frames have passed.
+
+    The defaults were chosen on the CamVid val video with the model in weights/ (README,
+    "Adaptive keyframes"): fewer keyframes than a fixed interval of 4 there, at least its
+    mIoU and mVC8, and any cut between two CamVid scenes is over the limit."""
+
+    keyframe_similarity: float = 0.7
+    keyframe_changed_share: float = 0.35
+    max_keyframe_interval: int = 16
+    min_keyframe_interval: int = 1
+
+    def __post_init__(self) -> None:
+        s, p = self.keyframe_similarity, self.keyframe_changed_share
+        if not (isinstance(s, (int, float)) and math.isfinite(s) and -1.0 <= s <= 1.0):
+            raise OptionError(f"keyframe_similarity must be a cosine similarity, -1 to 1, not {s}",
+                              options=("keyframe_similarity",))
+        if not (isinstance(p, (int, float)) and math.isfinite(p) and 0.0 <= p <= 1.0):
+            raise OptionError(f"keyframe_changed_share must be a share of the points, 0 to 1, not {p}",
+                              options=("keyframe_changed_share",))
+        for name in ("max_keyframe_interval", "min_keyframe_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionError(f"{name} must be a whole number of frames, 1 or more, not {value}",
+                                  options=(name,))
+        if self.min_keyframe_interval > self.max_keyframe_interval:
+            raise OptionError(f"min_keyframe_interval ({self.min_keyframe_interval}) is above "
+                              f"max_keyframe_interval ({self.max_keyframe_interval})",
+                              options=("min_keyframe_interval", "max_keyframe_interval"))
+
+    def changed_share(self, similarity: torch.Tensor) -> float:
+        """The share of points whose similarity is below `keyframe_similarity`."""
+        return int((similarity < self.keyframe_similarity).sum()) / max(similarity.numel(), 1)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def keyframe_schedule(keyframe_interval: int | str = 4, *, keyframe_similarity: float | None = None,
+                      keyframe_changed_share: float | None = None,
+                      max_keyframe_interval: int | None = None,
+                      min_keyframe_interval: int | None = None) -> tuple[int | str, KeyframePolicy | None]:
+    """(keyframe_interval, policy): a fixed interval and None, or "auto" and its
+    `KeyframePolicy` (the options left None at the policy's defaults). The policy options
+    apply to "auto" only: given with a fixed interval they are an `OptionError`."""
+    interval = parse_keyframe_interval(keyframe_interval)
+    given = {k: v for k, v in dict(keyframe_similarity=keyframe_similarity,
+                                   keyframe_changed_share=keyframe_changed_share,
+                                   max_keyframe_interval=max_keyframe_interval,
+                                   min_keyframe_interval=min_keyframe_interval).items() if v is not None}
+    if interval != AUTO_KEYFRAMES:
+        if given:
+            names = ", ".join(given)
+            raise OptionError(f"{names}: only with keyframe_interval {AUTO_KEYFRAMES} (the interval "
+                              f"is fixed at {interval})", options=(*given, "keyframe_interval"))
+        return interval, None
+    return interval, KeyframePolicy(**given)
+
+
+def mean_keyframe_interval(keyframe_indices: list[int]) -> float | None:
+    """The mean gap between consecutive keyframes (K for a fixed interval K); None with fewer
+    than two keyframes."""
+    if len(keyframe_indices) < 2:
+        return None
+    return float(np.mean(np.diff(keyframe_indices)))
+
+
 @dataclass
 class FrameResult:
     index: int  # frame number since the start (or the last `reset()`)
@@ -102,6 +185,12 @@ class FrameResult:
     is_keyframe: bool
     msda_share: float  # fraction of points sparse MSDA updated (0.0 at keyframes / when off)
     logits_lowres: torch.Tensor | None = None  # [K, h4, w4] on the CPU, only if asked for
+    # why a keyframe: "start" (first frame, or after reset()), "size" (a new frame size),
+    # "interval" (the fixed or the maximum interval), "change" (auto: the similarity); None
+    keyframe_reason: str | None = None
+    # auto only: the share of points below `keyframe_similarity` (what the decision read;
+    # None at frames made keyframes without computing it)
+    changed_share: float | None = None
 
 
 class VideoSegmenter:
@@ -109,7 +198,10 @@ class VideoSegmenter:
 
     mode: `tfc` (keyframe every `keyframe_interval` frames, TFC in between, options from
     `model.config.tfc`), `reuse` (the same with interpolation `none` and MSDA off: feature
-    reuse only) or `segformer` (every frame a keyframe). `short_side`: the inference size's
+    reuse only) or `segformer` (every frame a keyframe). `keyframe_interval="auto"`:
+    keyframes when the similarity says so (`KeyframePolicy`; its options
+    `keyframe_similarity`, `keyframe_changed_share`, `max_keyframe_interval`,
+    `min_keyframe_interval` default to the policy's). `short_side`: the inference size's
     short side (default `model.config.inference_short_side`; 0 = each frame's own size).
     `device`: where to run (the model is moved there; default: where the model is).
     `precision`: fp32, or bf16/fp16 through autocast (bf16 on CPUs with AMX/AVX512-BF16, both on
@@ -117,19 +209,26 @@ class VideoSegmenter:
     model is put in eval mode. Only the current keyframe's state is held.
     """
 
-    def __init__(self, model: TFCSegFormer, keyframe_interval: int = 4, mode: str = "tfc",
+    def __init__(self, model: TFCSegFormer, keyframe_interval: int | str = 4, mode: str = "tfc",
                  device: torch.device | str | None = None, short_side: int | None = None,
-                 options: TFCOptions | None = None, precision: str = "fp32") -> None:
+                 options: TFCOptions | None = None, precision: str = "fp32", *,
+                 keyframe_similarity: float | None = None, keyframe_changed_share: float | None = None,
+                 max_keyframe_interval: int | None = None,
+                 min_keyframe_interval: int | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        if int(keyframe_interval) < 1:
-            raise ValueError(f"keyframe_interval must be >= 1, not {keyframe_interval}")
+        interval, policy = keyframe_schedule(
+            keyframe_interval, keyframe_similarity=keyframe_similarity,
+            keyframe_changed_share=keyframe_changed_share, max_keyframe_interval=max_keyframe_interval,
+            min_keyframe_interval=min_keyframe_interval)
         self.model = model if device is None else model.to(device)
         self.model.eval()
         self.device = self.model.device
         self.dtype = next(self.model.parameters()).dtype
         self.mode = mode
-        self.keyframe_interval = 1 if mode == "segformer" else int(keyframe_interval)
+        # "auto" or a fixed interval; policy: what decides under "auto" (None when fixed)
+        self.keyframe_interval: int | str = 1 if mode == "segformer" else interval
+        self.policy: KeyframePolicy | None = None if mode == "segformer" else policy
         self.short_side = model.config.inference_short_side if short_side is None else int(short_side)
         options = options or model.config.tfc
         if mode == "reuse":
@@ -156,6 +255,16 @@ class VideoSegmenter:
         self._since_key = 0  # frames since the current keyframe
         self._index = 0  # frames seen since the start / last reset
 
+    def _keyframe_due(self, size: tuple[int, int]) -> str | None:
+        """Why the next frame is a keyframe whatever its content, or None."""
+        if self._state is None:
+            return "start"
+        if tuple(self._state.size) != tuple(size):
+            return "size"
+        limit = (self.policy.max_keyframe_interval if self.policy is not None
+                 else int(self.keyframe_interval))
+        return "interval" if self._since_key >= limit else None
+
     def segment(self, frames: Iterable[np.ndarray], *,
                 return_logits: bool = False) -> Iterator[FrameResult]:
         """One `FrameResult` per frame, as the frames come (the session continues across
@@ -175,19 +284,31 @@ class VideoSegmenter:
                              f"the {self._min_side} pixels a side the encoder needs; use a "
                              "larger short_side")
         pixels = preprocess(frame, size, self.device, self.dtype)
-        is_key = (self._state is None or self._since_key >= self.keyframe_interval
-                  or tuple(self._state.size) != size)
-        share = 0.0
+        reason = self._keyframe_due(size)  # known before running anything; else None
+        share, changed = 0.0, None
         amp = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
-            if is_key:
+            if reason is not None:
                 self._state = None  # free the old state before building the new one
                 logits, self._state = self.model.keyframe(pixels)
-                self._since_key = 1
             else:
-                logits, info = self.model.non_keyframe(pixels, self._state, self.options)
-                share = info.msda_share
-                self._since_key += 1
+                x1, x2 = self.model.low_level(pixels)
+                similarity = None
+                if self.policy is not None:
+                    similarity = self.model.similarity(x1, x2, self._state, self.options)
+                    changed = self.policy.changed_share(similarity)
+                    if (self._since_key >= self.policy.min_keyframe_interval
+                            and changed > self.policy.keyframe_changed_share):
+                        reason = "change"
+                if reason is not None:  # this frame is the keyframe: its stages 1-2 reused
+                    self._state = None
+                    logits, self._state = self.model.keyframe_from_low_level(size, x1, x2)
+                else:
+                    logits, info = self.model.non_keyframe_from_low_level(
+                        x1, x2, self._state, self.options, similarity)
+                    share = info.msda_share
+        is_key = reason is not None
+        self._since_key = 1 if is_key else self._since_key + 1
         if not self._nonfinite_seen and not bool(torch.isfinite(logits).all()):
             self._nonfinite_seen = True  # said once per session
             why = "broken weights?" if self.precision == "fp32" else f"broken weights, or {self.precision} overflowing?"
@@ -199,6 +320,7 @@ class VideoSegmenter:
             index=self._index, labels=labels.to(dtype).cpu().numpy(), is_keyframe=is_key,
             msda_share=share,
             logits_lowres=logits[0].float().cpu().clone() if return_logits else None,
+            keyframe_reason=reason, changed_share=changed,
         )
         self._index += 1
         return result

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tfcseg import TFCOptions, TFCSegFormer, load_model, save_checkpoint
-from tfcseg.models.layout import resize
+from tfcseg.models.layout import resize, rows_to_image
 
 from conftest import randomise_bn, tiny_config
 
@@ -181,6 +181,56 @@ def test_batch_equals_one_by_one():
         o, inf = model.non_keyframe(frames[i:i + 1], s)
         assert torch.allclose(out[i:i + 1], o, atol=1e-5)
         assert torch.allclose(info.similarity[i:i + 1], inf.similarity, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@torch.no_grad()
+def test_keyframe_from_low_level_equals_keyframe(precision):
+    """A frame promoted to keyframe after its stages 1-2 ran (adaptive keyframes) gets exactly
+    what `keyframe` gives it: logits and every tensor of the state, and so the same next
+    non-keyframe."""
+    model = _model()
+    key, moved = _frames()
+    key = torch.cat([key, torch.roll(key, 3, 3)])  # batch 2
+    moved = torch.cat([moved, moved])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits, state = model.keyframe(key)
+        x1, x2 = model.low_level(key)
+        logits_ll, state_ll = model.keyframe_from_low_level(key.shape[-2:], x1, x2)
+        assert torch.equal(logits_ll, logits)
+        assert state_ll.size == state.size == SIZE
+        for name in ("x1", "x2", "x3", "x4", "base", "logits"):
+            a, b = getattr(state_ll, name), getattr(state, name)
+            assert a.dtype == b.dtype and torch.equal(a, b), name
+        out, info = model.non_keyframe(moved, state)
+        out_ll, info_ll = model.non_keyframe(moved, state_ll)
+    assert torch.equal(out_ll, out) and torch.equal(info_ll.similarity, info.similarity)
+
+
+@torch.no_grad()
+def test_non_keyframe_in_two_steps_equals_one():
+    """low_level -> similarity -> non_keyframe_from_low_level (the adaptive path, which decides
+    between the last two) is `non_keyframe`, and it does not compute the similarity again."""
+    model = _model()
+    key, moved = _frames()
+    _, state = model.keyframe(key)
+    for level in (1, 2):
+        opts = _opts(model, similarity_level=level)
+        out, info = model.non_keyframe(moved, state, opts)
+        x1, x2 = model.low_level(moved)
+        sim = model.similarity(x1, x2, state, opts)
+        assert torch.equal(sim, info.similarity)
+        out2, info2 = model.non_keyframe_from_low_level(x1, x2, state, opts, similarity=sim)
+        assert torch.equal(out2, out) and info2.msda_share == info.msda_share
+        assert info2.similarity is sim
+    # a given similarity is used as given: all ones keeps the keyframe's logits (soft)
+    ones = torch.ones_like(sim)
+    out3, _ = model.non_keyframe_from_low_level(x1, x2, state, _opts(model, msda=False), similarity=ones)
+    assert torch.equal(out3, rows_to_image(state.logits, 1, *x1.shape[-2:]))
+    with pytest.raises(ValueError, match="one value per point"):
+        model.non_keyframe_from_low_level(x1, x2, state, similarity=ones[:, :3])
+    with pytest.raises(ValueError, match="differ from the keyframe's"):
+        model.similarity(x1[..., :-1], x2, state)
 
 
 def test_inference_path_guards():

@@ -15,6 +15,7 @@ from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import atomic_write_text
 from . import app
+from .keyframes import CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP, SIMILARITY_HELP
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -49,19 +50,24 @@ def _ms(t: dict[str, float]) -> str:
 
 
 def print_report(r: dict[str, Any], console: Console) -> None:
+    policy = r.get("keyframe_policy")
+    keys = (f"keyframe every {r['keyframe_interval']}" if policy is None else
+            f"keyframes auto (similarity < {policy['keyframe_similarity']:g} on > "
+            f"{policy['keyframe_changed_share']:.0%} of points, at most {policy['max_keyframe_interval']} apart)")
     head = (f"{r['variant']} · {r['size'][0]}x{r['size'][1]} · {r['device_name']} ({r['device']}, "
-            f"{r['threads']} threads) · {r['precision']} · keyframe every {r['keyframe_interval']} · "
+            f"{r['threads']} threads) · {r['precision']} · {keys} · "
             f"{r['frames']} frames of {r['clip']}")
     modes = Table(title=f"tfcseg benchmark: {head}")
-    for col in ("mode", "frames/s", "vs transformers", "MSDA share", "labels = fp32"):
+    for col in ("mode", "frames/s", "vs transformers", "keyframes", "MSDA share", "labels = fp32"):
         modes.add_column(col, justify="right" if col != "mode" else "left")
     hf = r.get("transformers")
     for mode, m in r["modes"].items():
         modes.add_row(mode, f"{m['fps']:.2f}", f"{hf['speedup'][mode]:.2f}x" if hf else "-",
+                      f"{len(m['keyframes'])}/{r['frames']}",
                       f"{100 * m['msda_share']:.1f}%" if mode == "tfc" else "-",
                       f"{100 * m['label_agreement_vs_fp32']:.2f}%" if "label_agreement_vs_fp32" in m else "-")
     if hf:
-        modes.add_row("transformers", f"{hf['fps']:.2f}", "1.00x", "-", "-")
+        modes.add_row("transformers", f"{hf['fps']:.2f}", "1.00x", "-", "-", "-")
     console.print(modes)
     if hf:
         console.print(f"SegFormer labels equal to transformers': {100 * hf['segformer_label_agreement']:.3f}% of pixels")
@@ -74,6 +80,9 @@ def print_report(r: dict[str, Any], console: Console) -> None:
     cost.add_row("non-keyframe (tfc)", _ms(lat["non_keyframe_tfc"]), f"{macs['non_keyframe'] / 1e9:.2f}")
     cost.add_row("non-keyframe (reuse)", _ms(lat["non_keyframe_reuse"]), "-")
     cost.add_row("encoder stages 3-4", _ms(lat["encoder_stages_3_4"]), f"{macs['encoder_stages_3_4'] / 1e9:.2f}")
+    if "keyframe_from_low_level" in lat:
+        cost.add_row("keyframe after stages 1-2 (auto)", _ms(lat["keyframe_from_low_level"]),
+                     f"{macs['keyframe_on_change'] / 1e9:.2f} with them")
     console.print(cost)
 
     p = r["params"]
@@ -100,7 +109,16 @@ def benchmark(
     variant: Optional[str] = typer.Option(None, "--variant", help="Benchmark randomly initialised "
                                           "weights of this variant (b0..b5) instead of --model."),
     num_classes: int = typer.Option(150, "--num-classes", help="Classes of a --variant model."),
-    keyframe_interval: int = typer.Option(8, "--keyframe-interval", "-k", min=1, help="Frames per keyframe."),
+    keyframe_interval: str = typer.Option("8", "--keyframe-interval", "-k", metavar="K|auto",
+                                          help=KEYFRAME_HELP),
+    max_keyframe_interval: Optional[int] = typer.Option(None, "--max-keyframe-interval",
+                                                        help=MAX_KEYFRAME_HELP),
+    min_keyframe_interval: Optional[int] = typer.Option(None, "--min-keyframe-interval",
+                                                        help=MIN_KEYFRAME_HELP),
+    keyframe_similarity: Optional[float] = typer.Option(None, "--keyframe-similarity",
+                                                        help=SIMILARITY_HELP),
+    keyframe_changed_share: Optional[float] = typer.Option(None, "--keyframe-changed-share",
+                                                           help=CHANGED_SHARE_HELP),
     size: str = typer.Option("480x853", "--size", help="Inference size HxW."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 (autocast)."),
@@ -119,7 +137,11 @@ def benchmark(
     """Speed (frames/s per mode, keyframe and non-keyframe latency), parameters, MACs and memory."""
     from ..benchmark import BenchmarkSettings, run_benchmark
     from ..runtime import PRECISIONS, resolve_device
+    from ..segmenter import keyframe_schedule
 
+    schedule = dict(keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
+                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
+    interval, _ = keyframe_schedule(keyframe_interval, **schedule)
     if precision not in PRECISIONS:
         raise TfcsegError(f"--precision {precision}: choose fp32, bf16 or fp16")
     if threads:
@@ -133,7 +155,7 @@ def benchmark(
         except ImportError:
             raise TfcsegError("--compare-hf needs `transformers` (pip install transformers)") from None
     net = _model(model, variant, num_classes, dev)
-    settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=keyframe_interval,
+    settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=interval, **schedule,
                                  precision=precision, repeats=repeats, compare_hf=compare_hf,
                                  msda_sweep=msda_sweep, video=video)
     console = Console()

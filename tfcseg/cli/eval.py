@@ -14,6 +14,9 @@ from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import atomic_write_text, sweep_stale
 from . import app, err_console, warnings_as_lines
+from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
+                        SIMILARITY_HELP, describe_keyframes)
+
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
@@ -34,8 +37,8 @@ def _print_result(result: dict[str, Any], per_class: bool) -> None:
     table.add_row("skipped frames", str(result["skipped_frames"]))
     if "fps" in result:
         table.add_row("frames/s (model)", "n/a" if result["fps"] is None else f"{result['fps']:.2f}")
-        table.add_row("mode", f"{result['mode']} (keyframe every {result['keyframe_interval']}), "
-                      f"{result.get('precision', 'fp32')}")
+        table.add_row("mode", f"{result['mode']}, {result.get('precision', 'fp32')}")
+        table.add_row("keyframes", describe_keyframes(result))
         table.add_row("keyframes (%)", _pct(result["keyframe_share"]))
     console = Console()
     console.print(table)
@@ -59,7 +62,16 @@ def eval_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     mode: str = typer.Option("tfc", "--mode", help="tfc | segformer (every frame a keyframe) | "
                              "reuse (feature reuse between keyframes)."),
-    keyframe_interval: int = typer.Option(4, "--keyframe-interval", "-k", help="A keyframe every K frames."),
+    keyframe_interval: str = typer.Option("4", "--keyframe-interval", "-k", metavar="K|auto",
+                                          help=KEYFRAME_HELP),
+    max_keyframe_interval: Optional[int] = typer.Option(None, "--max-keyframe-interval",
+                                                        help=MAX_KEYFRAME_HELP),
+    min_keyframe_interval: Optional[int] = typer.Option(None, "--min-keyframe-interval",
+                                                        help=MIN_KEYFRAME_HELP),
+    keyframe_similarity: Optional[float] = typer.Option(None, "--keyframe-similarity",
+                                                        help=SIMILARITY_HELP),
+    keyframe_changed_share: Optional[float] = typer.Option(None, "--keyframe-changed-share",
+                                                           help=CHANGED_SHARE_HELP),
     short_side: Optional[int] = typer.Option(None, "--short-side", help="Inference short side in pixels "
                                              "(default: the model's, 480 = VSPW's 480x853; 0 = as stored)."),
     save_predictions: Optional[Path] = typer.Option(None, "--save-predictions", help="Write index PNGs "
@@ -82,6 +94,7 @@ def eval_command(
     from ..evaluate import evaluate_model, score_predictions
 
     from ..runtime import PRECISIONS
+    from ..segmenter import keyframe_schedule
 
     if precision not in PRECISIONS:
         raise TfcsegError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
@@ -92,6 +105,10 @@ def eval_command(
     if predictions is not None and (model is not None or save_predictions is not None):
         raise TfcsegError("--predictions scores saved predictions; it cannot be combined with "
                           "--model or --save-predictions")
+    schedule = dict(keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
+                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
+    if predictions is None:
+        keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before the model loads
     if json_file is not None:
         sweep_stale(json_file.expanduser().resolve().parent, json_file.name)  # a killed run's temporary
     with warnings_as_lines("the skipped files are listed in --json"):
@@ -105,7 +122,8 @@ def eval_command(
             net = load_model(model, device=resolve_device(device))
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
-                                    progress=not quiet, precision=precision, overwrite=overwrite)
+                                    progress=not quiet, precision=precision, overwrite=overwrite,
+                                    **schedule)
             result["model"] = str(model) if model is not None else "default"
     _print_result(result, per_class)
     if json_file is not None:

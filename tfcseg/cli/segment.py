@@ -16,6 +16,8 @@ from ..io.atomic import atomic_write_text, sweep_stale
 from ..io.video import ensure_writable_folder
 from ..segment import segment_video
 from . import app, err_console
+from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
+                        SIMILARITY_HELP, describe_keyframes, keyframe_list)
 
 
 @app.command()
@@ -28,8 +30,16 @@ def segment(
     model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     mode: str = typer.Option("tfc", "--mode", help="tfc | segformer (every frame a keyframe) | "
                              "reuse (feature reuse between keyframes)."),
-    keyframe_interval: int = typer.Option(4, "--keyframe-interval", "-k",
-                                          help="A keyframe every K frames."),
+    keyframe_interval: str = typer.Option("4", "--keyframe-interval", "-k", metavar="K|auto",
+                                          help=KEYFRAME_HELP),
+    max_keyframe_interval: Optional[int] = typer.Option(None, "--max-keyframe-interval",
+                                                        help=MAX_KEYFRAME_HELP),
+    min_keyframe_interval: Optional[int] = typer.Option(None, "--min-keyframe-interval",
+                                                        help=MIN_KEYFRAME_HELP),
+    keyframe_similarity: Optional[float] = typer.Option(None, "--keyframe-similarity",
+                                                        help=SIMILARITY_HELP),
+    keyframe_changed_share: Optional[float] = typer.Option(None, "--keyframe-changed-share",
+                                                           help=CHANGED_SHARE_HELP),
     opacity: float = typer.Option(0.5, "--opacity", help="Weight of the class colours, 0..1."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Also write index PNGs as "
                                          "DIR/<video>/<frame>.png (VSPW encoding: class id + 1)."),
@@ -63,6 +73,8 @@ def segment(
             opacity=opacity, masks_dir=masks, side_by_side=side_by_side, legend=legend,
             start=start, end=end, stride=stride, device=device, overwrite=overwrite,
             progress=not quiet, fps=fps, precision=precision, console=err_console,
+            keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
+            max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval,
         )
     # Library warnings (e.g. an untrained TFC module) once each, as one line.
     for message in dict.fromkeys(str(w.message) for w in caught
@@ -83,7 +95,8 @@ def _table(s: dict) -> Table:
     rows = [
         ("output", s["output"]),
         ("frames", f"{s['frames']}" + (f" ({s['lost_frames']} lost)" if s["lost_frames"] else "")),
-        ("keyframes", f"{s['keyframes']} (mode {s['mode']}, interval {s['keyframe_interval']})"),
+        ("keyframes", describe_keyframes(s)),
+        ("keyframe at", keyframe_list(s["keyframe_indices"])),
         ("mean MSDA share", "-" if share is None else f"{share:.1%} of points (non-keyframes)"),
         ("flicker", "-" if s["flicker"] is None else f"{s['flicker']:.2%} of pixels change label per frame"),
         ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']}, {s['precision']})"),

@@ -4,6 +4,11 @@
     non_keyframe  encoder stages 1-2, then TemporalFusion against the keyframe's state
     clip_forward  the differentiable training pass over a clip (keyframe + non-keyframes)
 
+Adaptive keyframes split a frame's pass in two: `low_level` (encoder stages 1-2), then
+`similarity` to the current keyframe, then either `non_keyframe_from_low_level` or, when the
+frame is to be a keyframe after all, `keyframe_from_low_level` (stages 3-4, the decoder, a
+new state: the same as `keyframe` on the frame, without running stages 1-2 again).
+
 Parameters: `encoder.*` (mit.py), `decoder.*` (decoder.py), `temporal.msda.*` (temporal.py).
 """
 
@@ -64,14 +69,46 @@ class TFCSegFormer(nn.Module):
         """Keyframe pass: logits [B, K, h4, w4] (identical to `image_logits`; a channels-last
         view) and the state its non-keyframes need."""
         self._require_eval()
-        feats = self.encoder(pixels)
+        return self._keyframe_pass(tuple(pixels.shape[-2:]), self.encoder(pixels))
+
+    def low_level(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder stages 1-2 of a frame (x1 [B, C_1, h4, w4], x2 [B, C_2, h8, w8]): all that a
+        non-keyframe runs of the encoder, and what `similarity`, `non_keyframe_from_low_level`
+        and `keyframe_from_low_level` start from."""
+        self._require_eval()
+        x1, x2 = self.encoder(pixels, stages=2)
+        return x1, x2
+
+    def keyframe_from_low_level(self, size: tuple[int, int], x1: torch.Tensor,
+                                x2: torch.Tensor) -> tuple[torch.Tensor, KeyframeState]:
+        """`keyframe` of a frame whose stages 1-2 (`low_level`) are already computed: runs
+        stages 3-4, the decoder and the classifier only. `size`: the frame's pixel size
+        (H, W), kept in the state. The same logits and state as `keyframe(pixels)`."""
+        self._require_eval()
+        x3, x4 = self.encoder(x2, stages=4, start=2)
+        return self._keyframe_pass(tuple(size), [x1, x2, x3, x4])
+
+    def _keyframe_pass(self, size: tuple[int, int],
+                       feats: list[torch.Tensor]) -> tuple[torch.Tensor, KeyframeState]:
         rows, base = eval_head(self.decoder, feats)
         x1 = feats[0]
-        state = KeyframeState(size=tuple(pixels.shape[-2:]), x1=x1, x2=feats[1], x3=feats[2],
+        state = KeyframeState(size=tuple(int(v) for v in size), x1=x1, x2=feats[1], x3=feats[2],
                               x4=feats[3], base=base, logits=rows)
         # a copy for the caller: editing the returned logits must not change what later
         # non-keyframes interpolate towards
         return rows_to_image(rows.clone(), x1.shape[0], *x1.shape[-2:]), state
+
+    def similarity(self, x1: torch.Tensor, x2: torch.Tensor, state: KeyframeState,
+                   options: TFCOptions | None = None) -> torch.Tensor:
+        """TFC's similarity w_t [B, h4, w4] (raw cosine, exactly 1.0 where the features equal
+        the keyframe's) of a frame's stages 1-2 to `state`'s keyframe, at
+        `options.similarity_level`: what a non-keyframe computes first, and what adaptive
+        keyframe selection reads."""
+        self._require_eval()
+        options = options or self.config.tfc
+        options.validate()
+        self._check_low_level(x1, x2, state)
+        return self.temporal.similarity(self.decoder, x1, x2, state, options.similarity_level)
 
     def non_keyframe(self, pixels: torch.Tensor, state: KeyframeState,
                      options: TFCOptions | None = None) -> tuple[torch.Tensor, NonKeyframeInfo]:
@@ -81,14 +118,31 @@ class TFCSegFormer(nn.Module):
         built; here only similarity_level, interpolation, fixed_weight, msda and
         msda_threshold apply)."""
         self._require_eval()
-        options = options or self.config.tfc
-        options.validate()
         if tuple(pixels.shape[-2:]) != tuple(state.size) or pixels.shape[0] != state.batch:
             raise ValueError(f"frame batch/size {tuple(pixels.shape[:1]) + tuple(pixels.shape[-2:])} "
                              f"differs from its keyframe's {(state.batch, *state.size)}")
         x1, x2 = self.encoder(pixels, stages=2)
-        rows, info = self.temporal.non_keyframe(self.decoder, x1, x2, state, options)
+        return self.non_keyframe_from_low_level(x1, x2, state, options)
+
+    def non_keyframe_from_low_level(self, x1: torch.Tensor, x2: torch.Tensor, state: KeyframeState,
+                                    options: TFCOptions | None = None,
+                                    similarity: torch.Tensor | None = None
+                                    ) -> tuple[torch.Tensor, NonKeyframeInfo]:
+        """`non_keyframe` of a frame whose stages 1-2 (`low_level`) are already computed;
+        `similarity`: its `similarity(x1, x2, state, options)` if already computed (not
+        computed again)."""
+        self._require_eval()
+        options = options or self.config.tfc
+        options.validate()
+        self._check_low_level(x1, x2, state)
+        rows, info = self.temporal.non_keyframe(self.decoder, x1, x2, state, options, similarity)
         return rows_to_image(rows, x1.shape[0], *x1.shape[-2:]), info
+
+    @staticmethod
+    def _check_low_level(x1: torch.Tensor, x2: torch.Tensor, state: KeyframeState) -> None:
+        if x1.shape != state.x1.shape or x2.shape != state.x2.shape:
+            raise ValueError(f"stage-1/2 maps {tuple(x1.shape)}, {tuple(x2.shape)} differ from "
+                             f"the keyframe's {tuple(state.x1.shape)}, {tuple(state.x2.shape)}")
 
     # ---- TFC training ---------------------------------------------------------------------------
     def clip_forward(self, clip: torch.Tensor) -> ClipOutput:

@@ -243,23 +243,35 @@ class TemporalFusion(nn.Module):
         shapes, starts = level_layout([tuple(x.shape[-2:]) for _, x in levels], x1.device)
         return torch.cat(values, 1), shapes, starts
 
+    def similarity(self, decoder: AllMLPDecoder, x1: torch.Tensor, x2: torch.Tensor,
+                   state: KeyframeState, level: int) -> torch.Tensor:
+        """w_t [B, h4, w4] of a frame's stage-1/2 maps to its keyframe's, at `level` (step 2 of
+        the module docstring; eval)."""
+        unit_k = self._keyframe_unit(decoder, state, level)
+        with no_autocast(x1):
+            unit_t = self.unit_rows(decoder, level, x1, x2)
+            return similarity_from_rows(unit_k, unit_t).view(x1.shape[0], *x1.shape[-2:])
+
     def non_keyframe(self, decoder: AllMLPDecoder, x1: torch.Tensor, x2: torch.Tensor,
-                     state: KeyframeState, options: TFCOptions) -> tuple[torch.Tensor, NonKeyframeInfo]:
+                     state: KeyframeState, options: TFCOptions,
+                     similarity: torch.Tensor | None = None) -> tuple[torch.Tensor, NonKeyframeInfo]:
         """Logits rows [B*h4*w4, K] of a non-keyframe from its stage-1/2 maps and its keyframe's
-        state (eval; steps 2-6 of the module docstring), and `NonKeyframeInfo`.
+        state (eval; steps 2-6 of the module docstring), and `NonKeyframeInfo`. `similarity`:
+        step 2's w_t at `options.similarity_level` if the caller has it already.
 
         The interpolation runs on logits: the classifier is affine per point, so
         classifier(ŵ z_k + (1 - ŵ) z_t) = ŵ logits_k + (1 - ŵ) classifier(z_t), with K channels
         instead of D and without z_k."""
         b, size = x1.shape[0], tuple(x1.shape[-2:])
-        level = options.similarity_level
-        unit_k = self._keyframe_unit(decoder, state, level)
+        if similarity is None:
+            similarity = self.similarity(decoder, x1, x2, state, options.similarity_level)
+        elif tuple(similarity.shape) != (b, *size):
+            raise ValueError(f"similarity {tuple(similarity.shape)} is not one value per point "
+                             f"of the 1/4 map {(b, *size)}")
         msda = self.msda_enabled(options)
         head = decoder.folded(state.base.dtype)
         with no_autocast(x1):
             x1_rows, up2_rows = level_rows(x1, x2, state.base.dtype)  # [B*h4*w4, C_1 / C_2]
-            unit_t = self.unit_rows(decoder, level, x1, x2)
-            similarity = similarity_from_rows(unit_k, unit_t).view(b, *size)  # [B, h4, w4]
             select = similarity < options.msda_threshold if msda else None  # strictly below
             count = int(select.sum()) if msda else 0
             if not count:
