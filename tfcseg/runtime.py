@@ -87,31 +87,33 @@ class ThreadTuner:
 
     On a machine shared with other busy processes, PyTorch's default of one OpenMP thread a
     core can be 10-20x slower than one thread: a parallel region waits for a thread that is
-    not scheduled. Per frame, `run(fn)` times `fn` at the current count; every `every`
-    frames it tries the other candidates for a few frames each and keeps the fastest (median
-    time), so a load that comes and goes is followed within about `every` frames. Keyframes
-    and non-keyframes cost different amounts, so each kind of frame is compared with its own
-    kind only (`kind`).
+    not scheduled. `run(fn, kind_of)` times each frame at the current count; every `every`
+    frames it runs `trial` frames at each other candidate and keeps the fastest, so a load
+    that comes and goes is followed within about `every` frames, at the cost of a few frames
+    at a worse count when nothing changed. Frames of different kinds (keyframes,
+    non-keyframes: `kind_of(result)`) cost different amounts, so counts are compared by the
+    ratio of their median times within each kind.
 
     The thread count is a process-wide PyTorch setting: the tuner sets it while `fn` runs and
-    restores the caller's afterwards. `candidates`: thread counts to choose from (default: the
+    restores the caller's afterwards. `candidates`: the counts to choose from (default: the
     caller's count and 1).
     """
 
     def __init__(self, candidates: tuple[int, ...] | None = None, every: int = 48, trial: int = 3) -> None:
         own = torch.get_num_threads()
         self.candidates = tuple(dict.fromkeys(candidates or (own, 1)))
-        self.every, self.trial = every, trial
+        self.every, self.trial = max(int(every), 1), max(int(trial), 1)
         self.current = self.candidates[0]
+        self.switches = 0  # how often the choice changed (reported by pipelines)
         self._times: dict[tuple[str, int], list[float]] = {}  # (kind, threads) -> recent seconds
         self._frames = 0
-        self._trying: list[int] = []  # thread counts still to try in this round
-        self._trial_left = 0
+        self._queue: list[int] = []  # this round's frames still to run, one count each
 
-    def run(self, fn, kind: str = "frame"):
+    def run(self, fn, kind_of=lambda _out: "frame"):
+        """`fn()` at the chosen thread count; its result."""
         import time
 
-        threads = self._pick()
+        threads = self._queue[0] if self._queue else self.current
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -120,32 +122,34 @@ class ThreadTuner:
             elapsed = time.perf_counter() - t0
         finally:
             torch.set_num_threads(before)
-        times = self._times.setdefault((kind, threads), [])
+        times = self._times.setdefault((kind_of(out), threads), [])
         times.append(elapsed)
-        del times[:-5]  # the last five of each
+        del times[:-5]  # the latest five of each
         self._frames += 1
-        if self._trying == [] and self._trial_left == 0 and self._frames % self.every == 0:
-            self._trying = [c for c in self.candidates if c != self.current]
-            for c in self._trying:
-                self._times.pop((kind, c), None)  # measure the others afresh
-            self._trial_left = self.trial
-        self._settle(kind)
+        if self._queue:
+            self._queue.pop(0)
+            if not self._queue:
+                self._decide()
+        elif len(self.candidates) > 1 and self._frames % self.every == 0:
+            others = [c for c in self.candidates if c != self.current]
+            for key in [k for k in self._times if k[1] in others]:
+                del self._times[key]  # measure the others afresh
+            self._queue = [c for c in others for _ in range(self.trial)]
         return out
 
-    def _pick(self) -> int:
-        return self._trying[0] if self._trying else self.current
+    def _decide(self) -> None:
+        def median(key: tuple[str, int]) -> float:
+            t = sorted(self._times[key])
+            return t[len(t) // 2]
 
-    def _settle(self, kind: str) -> None:
-        if not self._trying:
-            return
-        self._trial_left -= 1
-        if self._trial_left > 0:
-            return
-        self._trying.pop(0)
-        self._trial_left = self.trial if self._trying else 0
-        if not self._trying:  # the round is over: keep the fastest
-            def median(c: int) -> float:
-                t = sorted(self._times.get((kind, c), []))
-                return t[len(t) // 2] if t else float("inf")
-
-            self.current = min(self.candidates, key=median)
+        best, best_ratio = self.current, 1.0
+        for c in self.candidates:
+            ratios = [median((kind, c)) / median((kind, self.current)) for kind, n in self._times
+                      if n == c and (kind, self.current) in self._times]
+            if ratios:
+                ratio = sorted(ratios)[len(ratios) // 2]
+                if ratio < best_ratio * 0.9:  # a clear win only: timing noise does not flip it
+                    best, best_ratio = c, ratio
+        if best != self.current:
+            self.current = best
+            self.switches += 1

@@ -36,7 +36,7 @@ from .models.config import TFCOptions
 from .models.segformer import IMAGENET_MEAN, IMAGENET_STD, TFCSegFormer
 from .models.state import KeyframeState
 from .postprocess import labels_from_logits
-from .runtime import AUTO_KEYFRAMES, MODES, PRECISIONS, parse_keyframe_interval
+from .runtime import AUTO_KEYFRAMES, MODES, PRECISIONS, ThreadTuner, parse_keyframe_interval
 
 
 def inference_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -207,6 +207,10 @@ class VideoSegmenter:
     `precision`: fp32, or bf16/fp16 through autocast (bf16 on CPUs with AMX/AVX512-BF16, both on
     GPUs); labels agree with fp32 on most pixels (`tfcseg benchmark` reports how many). The
     model is put in eval mode. Only the current keyframe's state is held.
+    `threads` (CPU only): "auto" measures, frame by frame, whether PyTorch's thread count or
+    one thread is faster and uses that (`runtime.ThreadTuner`: on a machine where another
+    process is busy, one thread can be 10x faster); an int runs every frame at that count;
+    None leaves PyTorch's setting alone. The caller's setting is restored after each frame.
     """
 
     def __init__(self, model: TFCSegFormer, keyframe_interval: int | str = 4, mode: str = "tfc",
@@ -214,7 +218,7 @@ class VideoSegmenter:
                  options: TFCOptions | None = None, precision: str = "fp32", *,
                  keyframe_similarity: float | None = None, keyframe_changed_share: float | None = None,
                  max_keyframe_interval: int | None = None,
-                 min_keyframe_interval: int | None = None) -> None:
+                 min_keyframe_interval: int | None = None, threads: int | str | None = "auto") -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         interval, policy = keyframe_schedule(
@@ -247,6 +251,13 @@ class VideoSegmenter:
         # fp32 weights stay; reduced precision runs the matmuls/convs under autocast
         self.precision = precision
         self._nonfinite_seen = False
+        if threads is not None and threads != "auto" and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be auto, None or a count >= 1, not {threads!r}")
+        self.threads = threads
+        # the thread-count chooser (CPU only; kept across reset(): the machine's load is not the video's)
+        self.tuner: ThreadTuner | None = None
+        if self.device.type == "cpu" and threads is not None:
+            self.tuner = ThreadTuner() if threads == "auto" else ThreadTuner(candidates=(int(threads),))
         self.reset()
 
     def reset(self) -> None:
@@ -273,9 +284,15 @@ class VideoSegmenter:
         for frame in frames:
             yield self.segment_frame(frame, return_logits=return_logits)
 
-    @torch.inference_mode()
     def segment_frame(self, frame: np.ndarray, *, return_logits: bool = False) -> FrameResult:
         """Segment the next frame of the video (see `segment`)."""
+        if self.tuner is None:
+            return self._segment_frame(frame, return_logits)
+        return self.tuner.run(lambda: self._segment_frame(frame, return_logits),
+                              lambda r: "key" if r.is_keyframe else "non")
+
+    @torch.inference_mode()
+    def _segment_frame(self, frame: np.ndarray, return_logits: bool) -> FrameResult:
         frame = check_frame(frame, self._index)
         height, width = frame.shape[:2]
         size = inference_size(height, width, self.short_side)
