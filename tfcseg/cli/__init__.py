@@ -7,8 +7,13 @@ in the core package. A `TfcsegError` (a user mistake) prints one line and exits 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import signal
 import sys
+import threading
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -24,6 +29,24 @@ app = typer.Typer(
     add_completion=False,
 )
 err_console = Console(stderr=True)
+
+
+def results_console(json_dest: str | Path | None) -> Console:
+    """Where a command prints its tables: stdout, or stderr when `--json -` puts the JSON
+    there (so that stdout is the JSON alone)."""
+    return err_console if json_dest is not None and str(json_dest) == "-" else Console()
+
+
+def write_json(dest: str | Path, data: Any) -> None:
+    """`--json FILE`: the data as indented JSON, written atomically; `-` prints it to stdout."""
+    from ..io.atomic import atomic_write_text
+
+    text = json.dumps(data, indent=2) + "\n"
+    if str(dest) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(Path(dest).expanduser(), text)
 
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = ["segment", "eval", "train", "benchmark", "models", "convert"]
@@ -60,8 +83,20 @@ for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where SIGINT raises KeyboardInterrupt: the same cleanup runs (no
+    temporary file is left; a live source's output is finished)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tfcseg` console script."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
@@ -70,9 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {as_flags(str(exc), exc.options)}", highlight=False,
                           soft_wrap=True)
         return 2
+    except Terminated:
+        err_console.print("[yellow]terminated[/]")
+        return 143
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
