@@ -27,6 +27,7 @@ import collections
 import contextlib
 import queue
 import re
+import signal
 import threading
 import time
 from collections.abc import Collection, Sequence
@@ -161,7 +162,12 @@ class _DrawingThread:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:  # polled: a wakeup lost to a signal in the main thread cannot hang it
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
             if item is None or self._stop.is_set():
                 return
             try:
@@ -360,8 +366,10 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
             bar.advance(task)
 
         sink = _DrawingThread(draw)
+        # Ctrl-C (or SIGTERM) ends a live source as its own end would: the output is finished.
+        ending = _EndOnSignal(source if info.live else None)
         try:
-            try:
+            with ending:
                 for result in segmenter.segment(frames()):
                     labels = np.asarray(result.labels)
                     sink.put(pending.popleft(), labels)
@@ -371,11 +379,7 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
                         n_key += 1
                     else:
                         shares.append(float(result.msda_share))
-            except KeyboardInterrupt:
-                # Ctrl-C ends a live source as its own end would: the output is finished.
-                if not info.live or n_frames == 0:
-                    raise
-                interrupted = True
+            interrupted = ending.fired
             source.close()  # a live source's saved audio is complete before it is muxed
             sink.finish()  # the last frames drawn; re-raises what failed in the thread
             writer.close()
@@ -428,6 +432,39 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
         "device": str(dev),
         "warnings": list(source.warnings) + writer.warnings,
     }
+
+
+class _EndOnSignal:
+    """While a live source is read (in the main thread): the first SIGINT or SIGTERM ends the
+    source as its own end would, so the frames read so far are finished into a complete
+    output; the handlers are then restored, and a second signal stops as usual."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, source: FrameSource | None) -> None:
+        self.source = source
+        self.fired = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.fired = True
+        self._restore()
+        self.source.end()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def __enter__(self) -> "_EndOnSignal":
+        if self.source is not None and threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                if (signum := getattr(signal, name, None)) is not None:
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
 
 
 def _bar_context(progress: bool | Progress, console: Console | None):

@@ -83,9 +83,10 @@ for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where SIGINT raises KeyboardInterrupt: the same cleanup runs (no
-    temporary file is left; a live source's output is finished)."""
+class Terminated(BaseException):
+    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so that the same cleanup runs
+    (no temporary file is left; a live source's output is finished). Not an Exception, so
+    nothing on the way takes it for an error to report and carry on."""
 
 
 def _on_sigterm(signum, frame) -> None:

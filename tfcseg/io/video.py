@@ -398,7 +398,12 @@ class _Prefetcher:
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
-            item = self._queue.get()
+            try:  # polled: a wakeup lost to a signal in the main thread cannot hang it
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    return  # stopped
+                continue
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
@@ -438,6 +443,7 @@ class FrameSource:
         self.warnings: list[str] = []
         self.audio_capture: Path | None = None  # a live source's audio, saved while reading
         self._prefetcher: _Prefetcher | None = None
+        self._ended = threading.Event()
 
     @property
     def dropped(self) -> int:
@@ -469,6 +475,12 @@ class FrameSource:
 
     def _stop_reading(self) -> None:
         """Unblock a reader waiting on its input (a stalled stream)."""
+
+    def end(self) -> None:
+        """End the source as at its own end: the frames read so far still come out, then
+        iteration stops normally (Ctrl-C on a live source). Safe in a signal handler."""
+        self._ended.set()
+        self._stop_reading()
 
     def close(self) -> None:
         if self._prefetcher is not None:
@@ -638,7 +650,8 @@ class VideoFileSource(FrameSource):
             proc.stderr.close()
         if stop.is_set():
             return
-        damaged = partial or (rc != 0 and not info.live) or any(ln.strip() for ln in errors)
+        ended = self._ended.is_set() or info.live  # stopped on purpose, or a stream's own end
+        damaged = (partial and not ended) or (rc != 0 and not ended) or any(ln.strip() for ln in errors)
         expected = self.expected
         if damaged and (expected is None or produced < expected):
             first_error = next((ln for ln in errors if ln.strip()), f"ffmpeg exit status {rc}")
@@ -700,6 +713,8 @@ class ImageSequenceSource(FrameSource):
         for index, path in enumerate(self.files):
             if stop.is_set():
                 return
+            if self._ended.is_set():
+                break
             if not self.selection.keeps(index):
                 continue
             rgb = read_image_rgb(path)
@@ -1040,13 +1055,13 @@ class VideoWriter:
         if self.start_time is None:
             self.start_time = time
         # On the output's time base (as the encoder will count it), never going backwards.
-        ticks = round((time - self.start_time) / self.time_base)
-        time_ns = max(round(ticks * self.time_base * 10**9), self._last_ns + 1)
+        rel = round((time - self.start_time) / self.time_base) * self.time_base
+        time_ns = max(round(rel * 10**9), self._last_ns + 1)
         data = np.ascontiguousarray(pad_to_even(rgb))
         before, after = _mkv_frame(data.nbytes, time_ns, max(1, round(duration * 10**9)))
         self._pipe(before, memoryview(data).cast("B"), after)
         self._last_ns = time_ns
-        self.duration = max(self.duration, Fraction(time_ns, 10**9) + duration)
+        self.duration = max(self.duration, rel + duration)
         self.frames += 1
 
     def _error(self) -> str:
