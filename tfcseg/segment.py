@@ -311,8 +311,8 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
     renderer_size = (2 * info.width if side_by_side else info.width, info.height)
     sound = None
     if audio and info.audio:
-        sound = (AudioSource(str(source.audio_capture)) if source.audio_capture is not None
-                 else None if info.live else AudioSource(str(info.path), info.input_args))
+        sound = (AudioSource(str(source.audio_capture), (), info.audio) if source.audio_capture is not None
+                 else None if info.live else AudioSource(str(info.path), info.input_args, info.audio))
     writer = VideoWriter(out_path, *renderer_size, source.fps, overwrite=overwrite,
                          time_base=info.time_base, sar=info.sar, audio=sound,
                          variable_rate=info.variable_rate or realtime)

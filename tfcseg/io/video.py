@@ -52,6 +52,8 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpe
 # Containers that take H.264 -> ffmpeg muxer name.
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 DEFAULT_IMAGE_FPS = Fraction(30)
+# Audio codecs that MP4 players (browsers included) play; others are re-encoded to AAC there.
+MP4_AUDIO = ("aac", "mp3", "ac3", "eac3", "opus", "flac", "alac")
 
 
 def ffmpeg_exe() -> str:
@@ -927,10 +929,12 @@ def _mkv_frame(nbytes: int, time_ns: int, duration_ns: int) -> tuple[bytes, byte
 @dataclass(frozen=True)
 class AudioSource:
     """Where an output's sound comes from: the audio streams of `source` (a file, a URL, or
-    a live source's audio saved while reading), opened with ffmpeg options `input_args`."""
+    a live source's audio saved while reading), opened with ffmpeg options `input_args`;
+    `codecs`: theirs, where known (uncompressed audio is cut to the sample, not copied)."""
 
     source: str
     input_args: tuple[str, ...] = ()
+    codecs: tuple[str, ...] = ()
 
 
 class VideoWriter:
@@ -1073,11 +1077,21 @@ class VideoWriter:
         audio, tmp = self.audio, self._tmp
         self._muxed = self._temp()
         failure = ""
-        for codec in ("copy", "aac"):  # AAC only where the container refuses the original
+        # Compressed audio is copied (cut to its packets, some ms); uncompressed audio, whose
+        # packets can hold a second, is decoded and written again as it was, cut to the
+        # sample. AAC where MP4 players would not play the original, or the container
+        # refuses it.
+        keep = ["-c:a", "copy"]
+        for i, codec in enumerate(audio.codecs):
+            if self._muxer == "mp4" and codec not in MP4_AUDIO:
+                keep += [f"-c:a:{i}", "aac"]
+            elif codec.startswith("pcm_"):
+                keep += [f"-c:a:{i}", codec]
+        for codecs in (keep, ["-c:a", "aac"]):
             cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-y",
                    "-i", str(tmp), *audio.input_args,
                    "-ss", f"{float(self.start_time):.6f}", "-t", f"{float(self.duration):.6f}",
-                   "-i", audio.source, "-map", "0:v:0", "-map", "1:a", "-c:v", "copy", "-c:a", codec]
+                   "-i", audio.source, "-map", "0:v:0", "-map", "1:a", "-c:v", "copy", *codecs]
             if self._muxer in ("mp4", "mov"):
                 cmd += ["-movflags", "+faststart"]
             cmd += ["-f", self._muxer, str(self._muxed)]
