@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -555,18 +556,24 @@ class VideoFileSource(FrameSource):
                "-i", where, "-map", "0:v:0", "-vf", chain, "-fps_mode", "passthrough",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         if self.audio_capture is not None:
-            cmd += ["-map", "0:a", "-c:a", "copy", "-f", "matroska", "-y", str(self.audio_capture)]
+            # Written as it comes (small clusters, no buffer): usable however ffmpeg ends.
+            cmd += ["-map", "0:a", "-c:a", "copy", "-flush_packets", "1", "-f", "matroska",
+                    "-cluster_time_limit", "200",
+                    "-y", str(self.audio_capture)]
         return cmd
+
+    _signalled = False
 
     def _stop_reading(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            # A live source ends as at its own end (the audio saved beside is finished);
-            # a file is simply stopped.
-            if self.info.live:
-                proc.terminate()
-            else:
+            # A live source ends as at its own end (once: ffmpeg takes repeated signals
+            # for an emergency); a file is simply stopped.
+            if not self.info.live:
                 proc.kill()
+            elif not self._signalled:
+                self._signalled = True
+                proc.terminate()
 
     def close(self) -> None:
         super().close()
@@ -620,7 +627,8 @@ class VideoFileSource(FrameSource):
         nbytes = info.width * info.height * 3
         produced, partial, index = 0, False, sel.first - sel.stride
         try:
-            while not stop.is_set():
+            # Ended (Ctrl-C on a live source): the frames still inside ffmpeg are not taken.
+            while not stop.is_set() and not self._ended.is_set():
                 got = _read_exactly(proc.stdout, buf := bytearray(nbytes))
                 if got < nbytes:
                     partial = got > 0
@@ -633,15 +641,17 @@ class VideoFileSource(FrameSource):
                 n, pts, dur = record if record is not None else (None, None, None)
                 index = n if n is not None else index + sel.stride
                 tb = time_base[0]
-                time = Fraction(pts) * tb if pts is not None and tb else Fraction(index) / info.fps
+                shown = Fraction(pts) * tb if pts is not None and tb else Fraction(index) / info.fps
                 duration = Fraction(dur) * tb if dur and tb else None
                 produced += 1
-                yield Frame(index, f"{index:05d}", rgb, time, duration)
+                yield Frame(index, f"{index:05d}", rgb, shown, duration)
         finally:
-            if proc.poll() is None and (stop.is_set() or info.live):
+            if proc.poll() is None and (stop.is_set() or self._ended.is_set() or info.live):
                 # Stopped early, or a live source whose video ended (`--end`) while its
                 # audio was still being saved.
                 self._stop_reading()
+                if info.live:  # let it finish its outputs: no broken pipe on the way out
+                    _drain(proc.stdout, deadline=time.monotonic() + 10)
             proc.stdout.close()
             try:
                 rc = proc.wait(timeout=10)
@@ -652,8 +662,9 @@ class VideoFileSource(FrameSource):
             proc.stderr.close()
         if stop.is_set():
             return
-        ended = self._ended.is_set() or info.live  # stopped on purpose, or a stream's own end
-        damaged = (partial and not ended) or (rc != 0 and not ended) or any(ln.strip() for ln in errors)
+        if self._ended.is_set():
+            return  # stopped on purpose: what was read is what there is
+        damaged = partial or (rc != 0 and not info.live) or any(ln.strip() for ln in errors)
         expected = self.expected
         if damaged and (expected is None or produced < expected):
             first_error = next((ln for ln in errors if ln.strip()), f"ffmpeg exit status {rc}")
@@ -672,6 +683,12 @@ class VideoFileSource(FrameSource):
         if produced == 0:
             raise TfcsegError(f"{info.path}: no frame could be decoded"
                               + (" in the selected range" if not sel.is_all and not damaged else ""))
+
+
+def _drain(stream, deadline: float) -> None:
+    """Read and drop what a stopping process still writes, until it closes (or the deadline)."""
+    while time.monotonic() < deadline and stream.read1(1 << 16):
+        pass
 
 
 def _read_exactly(stream, buf: bytearray) -> int:
