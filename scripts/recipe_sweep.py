@@ -1,8 +1,11 @@
-"""Controlled training runs at equal wall-clock minutes (the evidence behind `--preset cpu`).
+"""Controlled training runs (the evidence behind `--preset cpu`).
 
 Each run: a 20-iteration throughput probe, then `iters = rate x minutes` so that the poly
 schedule ends when the time is up (`max_minutes` as a safety), then `tfcseg eval` on val in
-SegFormer mode and TFC K=4. One JSON line per run is appended to --out/sweep.jsonl.
+SegFormer mode and TFC K=4. A run whose overrides give `iters` skips the probe and runs
+exactly that many iterations (equal samples: comparable to a timed run of the same batch
+size whatever else the machine is doing). One JSON line per run is appended to
+--out/sweep.jsonl.
 
     python scripts/recipe_sweep.py --data-root ../shared/data/camvid --out runs/sweep \
         --minutes 10 --runs base,lr1e-3_b8,lr1e-3_b8_bf16
@@ -55,23 +58,28 @@ def main() -> None:
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--out", default="runs/sweep")
     ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--runs", default=",".join(RUNS))
+    ap.add_argument("--runs", default=",".join(RUNS), help="names from RUNS, or JSON objects of "
+                    "overrides (with a \"tag\"), separated by ';'")
     ap.add_argument("--extra", default="{}", help="JSON of TrainConfig overrides for every run")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     extra = json.loads(args.extra)
-    for name in args.runs.split(","):
+    for name in (args.runs.split(";") if args.runs.lstrip().startswith("{") else args.runs.split(",")):
         over = {**BASE, **RUNS[name], **extra} if name in RUNS else {**BASE, **json.loads(name), **extra}
-        tag = name if name in RUNS else "custom"
-        probe = TrainConfig(data_root=args.data_root, out=str(out / f"{tag}.probe"), iters=10**6, stop_at=20,
-                            overwrite=True, **over)
-        t = Trainer(probe)
-        t.run()
-        rate = t.summary["it_per_s"]
-        iters = max(50, int(rate * 60 * args.minutes))
+        over = {k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}
+        tag = name if name in RUNS else over.pop("tag", "custom")
+        if "iters" in over:
+            iters, budget = int(over.pop("iters")), None
+        else:
+            probe = TrainConfig(data_root=args.data_root, out=str(out / f"{tag}.probe"), iters=10**6,
+                                stop_at=20, overwrite=True, **over)
+            t = Trainer(probe)
+            t.run()
+            iters = max(50, int(t.summary["it_per_s"] * 60 * args.minutes))
+            budget = args.minutes * 1.1
         cfg = TrainConfig(data_root=args.data_root, out=str(out / tag), iters=iters, overwrite=True,
-                          max_minutes=args.minutes * 1.1, **over)
+                          max_minutes=budget, **over)
         t0 = time.monotonic()
         tr = Trainer(cfg)
         tr.run()

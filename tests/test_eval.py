@@ -111,7 +111,10 @@ def test_perfect_predictions_score_one(tmp_path):
         out.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out), np.where((raw >= 1) & (raw <= 3), raw - 1, 200).astype(np.uint8))
     assert score_predictions(root, tmp_path / "idx", encoding="index", progress=False)["miou"] == 1.0
-    assert score_predictions(root, tmp_path / "idx", encoding="vspw", progress=False)["miou"] < 0.5
+    with pytest.warns(DataWarning, match=r"idx: 7\d\.\d% of the labelled pixels are predicted as values that "
+                                         r"are no class in the vspw encoding .*the index encoding \(class k "
+                                         r"stored as k\) fits them"):
+        assert score_predictions(root, tmp_path / "idx", encoding="vspw", progress=False)["miou"] < 0.5
 
 
 def test_scoring_bad_predictions(tmp_path):
@@ -119,14 +122,25 @@ def test_scoring_bad_predictions(tmp_path):
     preds = tmp_path / "preds" / "video_000"
     shutil.copytree(root / "data/video_000/mask", preds)
     (preds / "00002.png").unlink()
-    with pytest.warns(DataWarning, match=r"00002\.png: prediction mask not found \(frame skipped\)"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result = score_predictions(root, preds.parent, progress=False)
+    assert [str(w.message) for w in caught] == [  # one line for all missing frames
+        f"{preds.parent}: no prediction for 1 of 4 frames (the first: {preds / '00002.png'}); those frames "
+        "are skipped"]
     assert result["frames"] == 3 and result["skipped_frames"] == 1
     cv2.imwrite(str(preds / "00001.png"), np.ones((8, 8), np.uint8))
     with pytest.raises(TfcsegError, match=r"00001\.png: prediction is 8x8 but the mask"):
         score_predictions(root, preds.parent, progress=False)
-    with pytest.warns(DataWarning), pytest.raises(TfcsegError, match="no prediction PNG found"):
+    # a folder without predictions of this split: the error alone, no warning a frame
+    with warnings.catch_warnings(record=True) as caught, \
+            pytest.raises(TfcsegError, match="no prediction for any of the 4 frames of the val split"):
+        warnings.simplefilter("always")
         score_predictions(root, tmp_path, progress=False)
+    assert caught == []
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TfcsegError, match="empty: no prediction PNG in the folder"):
+        score_predictions(root, tmp_path / "empty", progress=False)
 
 
 @pytest.mark.skipif(not CAMVID.is_dir(), reason="../shared/data/camvid not present")
@@ -197,3 +211,47 @@ def test_cli_eval_bf16(data, model, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["precision"] == "bf16" and 0 <= result["miou"] <= 1
+
+
+def test_cli_eval_refuses_and_warns_instead_of_scoring_silently(data, model, tmp_path, capsys):
+    save_checkpoint(model, tmp_path / "ckpt")
+    base = ["eval", "--data-root", str(data), "--model", str(tmp_path / "ckpt"), "-q"]
+    assert main(base + ["--short-side", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert "--short-side -5: must be 0" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(TfcsegError, match="short_side must be 0"):
+        evaluate_model(model, data, short_side=-5, progress=False)
+    # --save-predictions never replaces earlier predictions without --overwrite
+    preds = tmp_path / "p"
+    assert main(base + ["--short-side", "0", "--save-predictions", str(preds)]) == 0
+    (preds / "video_000" / "notes.txt").write_text("mine")
+    first = (preds / "video_000" / "00000.png").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(base + ["--short-side", "0", "--save-predictions", str(preds)]) == 2
+    err = capsys.readouterr().err
+    assert "video_000: holds predictions already (use --overwrite to replace them)" in err
+    assert (preds / "video_000" / "00000.png").stat().st_mtime_ns == first
+    assert main(base + ["--short-side", "0", "--save-predictions", str(preds), "--overwrite"]) == 0
+    assert (preds / "video_000" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (preds / "video_000").iterdir()) == [f"{i:05d}.png" for i in range(10)] + ["notes.txt"]
+    # a split video without frames is said, not dropped silently
+    ds = shutil.copytree(data, tmp_path / "ds")
+    (ds / "data" / "video_002" / "origin").mkdir(parents=True)
+    (ds / "data" / "video_002" / "mask").mkdir()
+    (ds / "val.txt").write_text("video_000\nvideo_001\nvideo_002\n")
+    capsys.readouterr()
+    assert main(["eval", "--data-root", str(ds), "--predictions", str(preds), "--json", str(tmp_path / "r.json")]) == 0
+    err = capsys.readouterr().err
+    assert "video_002: listed in val.txt but holds no frames (video skipped)" in err
+    assert json.loads((tmp_path / "r.json").read_text())["empty_videos"] == ["video_002"]
+    # predictions written in the index encoding, scored as vspw: a warning, not a silent 0.00
+    idx = tmp_path / "idx"
+    for png in preds.rglob("*.png"):
+        (idx / png.parent.name).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(idx / png.parent.name / png.name), (read_mask(png) - 1).astype(np.uint8))
+    assert main(["eval", "--data-root", str(data), "--predictions", str(idx), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "no class in the vspw encoding" in err and "the index encoding (class k stored as k) fits them" in err
+    assert main(["eval", "--data-root", str(data), "--predictions", str(idx), "--prediction-encoding", "index",
+                 "-q"]) == 0
+    assert "warning" not in capsys.readouterr().err

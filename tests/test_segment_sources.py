@@ -181,15 +181,15 @@ def test_masks_never_replace_the_input_frames(tmp_path, tiny_ckpt, capsys):
     # The reproduction: masks at the frames folder's parent would be <parent>/seq = the input.
     code, _, err = run_cli(capsys, seq, "--model", tiny_ckpt, "--masks", tmp_path, "--overwrite", "-q")
     assert code == 2
-    one_line_error(err, "would hold or replace the input frames")
+    one_line_error(err, "is the folder of the input frames")
     vspw = tmp_path / "video_1" / "origin"  # VSPW layout: masks at <root> would replace video_1/
     _png_folder(vspw, 2)
     code, _, err = run_cli(capsys, vspw, "--model", tiny_ckpt, "--masks", tmp_path, "--overwrite", "-q")
     assert code == 2
-    one_line_error(err, "input frames")
+    one_line_error(err, "holds the input frames", "would delete them")
     code, _, err = run_cli(capsys, seq, "--model", tiny_ckpt, "--masks", seq, "-q")  # inside the input
     assert code == 2
-    one_line_error(err, "input frames")
+    one_line_error(err, "is inside the folder of the input frames")
     (tmp_path / "preds" / "seq").mkdir(parents=True)
     (tmp_path / "preds" / "seq" / "notes.txt").write_text("mine")
     code, _, err = run_cli(capsys, seq, "--model", tiny_ckpt, "--masks", tmp_path / "preds", "--overwrite", "-q")

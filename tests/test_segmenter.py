@@ -213,3 +213,21 @@ def test_unknown_precision_is_refused():
 def test_too_small_short_side_is_refused_up_front():
     with pytest.raises(ValueError, match="short side 20 is below"):
         VideoSegmenter(_model(), short_side=20)
+    with pytest.raises(ValueError, match="short side must be 0 .* not -5"):
+        VideoSegmenter(_model(), short_side=-5)
+
+
+def test_non_finite_output_is_said_once():
+    import warnings
+
+    model = _model()
+    with torch.no_grad():
+        model.decoder.classifier.bias.fill_(float("nan"))
+    seg = VideoSegmenter(model, keyframe_interval=2, short_side=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = [r.labels for r in seg.segment(_video(3))]
+    assert all((lab == 0).all() for lab in labels)  # what NaN logits silently gave
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [
+        "frame 0: the model's output holds NaN or Inf (broken weights?); the labels of those pixels are "
+        "meaningless"]

@@ -41,6 +41,7 @@ _EXPORTS = {
     "TFCSegFormer": "tfcseg.models.segformer",
     "TfcsegError": "tfcseg.errors",
     "CheckpointError": "tfcseg.errors",
+    "WriteError": "tfcseg.errors",
     "VideoSegmenter": "tfcseg.segmenter",
     "FrameResult": "tfcseg.segmenter",
     "VSPWDataset": "tfcseg.data.vspw",

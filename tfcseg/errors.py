@@ -31,5 +31,22 @@ def as_flags(message: str, options: tuple[str, ...]) -> str:
     return message
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread (by the CLI's handler) so that every
+    `finally` and cleanup runs on the way out, as for Ctrl-C. Not an `Exception`: nothing
+    catches it by accident."""
+
+
+class WriteError(TfcsegError):
+    """A file or folder could not be written: `reason` says why in words ("the disk is full
+    (no space left on device)", "the file system is read-only"), `errno` is the OS's code."""
+
+    def __init__(self, message: str, *, reason: str = "", errno: int | None = None,
+                 options: tuple[str, ...] = ()) -> None:
+        super().__init__(message, options=options)
+        self.reason = reason
+        self.errno = errno
+
+
 class CheckpointError(TfcsegError):
     """A checkpoint that cannot be loaded: missing/unexpected keys, shapes, format."""

@@ -17,6 +17,7 @@ Result dict (JSON-ready; a metric that is undefined, e.g. mVC16 when no video ha
     per_class_iou                             class name -> IoU, None if absent from the GT
     frames, videos                            frames and videos scored
     skipped_frames, skipped                   how many frames were left out, and why (path, reason)
+    empty_videos                              videos of the split without any frame (skipped)
     mvc8_windows, mvc16_windows               windows the mVC means are over
     dataset, split, num_classes
 and, for model runs: fps (model only: reading, scoring and the first frame's start-up
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,10 +94,38 @@ class _Scores:
         out["frames"] = self.frames
         out["videos"] = self.videos
         out["skipped_frames"] = len(self.dataset.skipped)
+        out["empty_videos"] = list(self.dataset.empty_videos)
         out["skipped"] = [{"path": p, "reason": r} for p, r in self.dataset.skipped]
         for n, vc in self.consistency.items():
             out[f"mvc{n}_windows"] = vc.windows
         return out
+
+
+# Stored values that are classes, per encoding (K classes), in words for the warning.
+_ENCODING_RANGE = {"vspw": (1, "class k stored as k + 1"), "index": (0, "class k stored as k")}
+OUT_OF_RANGE_WARN = 0.01  # share of predicted pixels holding no class that is worth a warning
+
+
+def _no_class_share(values: np.ndarray, num_classes: int, encoding: str) -> float:
+    low, _ = _ENCODING_RANGE[encoding]
+    inside = values[low:low + num_classes].sum()
+    return 1.0 - inside / max(values.sum(), 1)
+
+
+def _check_encoding(values: np.ndarray, num_classes: int, encoding: str, where: Path) -> None:
+    """Warn when many predicted pixels hold values that are no class in `encoding` (they
+    count as wrong, and a wrong encoding scores near 0 without it), naming the encoding that
+    fits better, if one does."""
+    share = _no_class_share(values, num_classes, encoding)
+    if share < OUT_OF_RANGE_WARN:
+        return
+    other = next(e for e in _ENCODING_RANGE if e != encoding)
+    other_share = _no_class_share(values, num_classes, other)
+    hint = (f"the {other} encoding ({_ENCODING_RANGE[other][1]}) fits them: were they written that way?"
+            if other_share < share / 2 else "those pixels count as wrong")
+    warnings.warn(f"{where}: {share:.1%} of the labelled pixels are predicted as values that are no class in the "
+                  f"{encoding} encoding ({_ENCODING_RANGE[encoding][1]}, {num_classes} classes); {hint}",
+                  DataWarning, stacklevel=3)
 
 
 def _finite(x: float) -> float | None:
@@ -134,6 +164,7 @@ def evaluate_model(
     save_predictions: str | Path | None = None,
     progress: bool = True,
     precision: str = "fp32",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
     score it with the official VSPW metrics (see the module docstring for the result).
@@ -141,11 +172,17 @@ def evaluate_model(
     mode: `tfc`, `segformer` or `reuse` (see `tfcseg.segmenter.VideoSegmenter`); a new video
     starts with a keyframe. short_side: inference short side (default: the model's,
     480 = the paper's 480x853 for VSPW). save_predictions: a folder for the predicted index
-    PNGs. precision: fp32, or bf16/fp16 autocast. Frames with a missing or unreadable file
-    are skipped with a `DataWarning`.
+    PNGs; a folder that holds predictions of the split's videos already is refused unless
+    `overwrite` (which replaces the PNGs it writes, and nothing else). precision: fp32, or
+    bf16/fp16 autocast. Frames with a missing or unreadable file are skipped with a
+    `DataWarning`.
     """
+    from .io.atomic import sweep_stale
     from .segmenter import VideoSegmenter
 
+    if short_side is not None and short_side < 0:
+        raise TfcsegError(f"short_side must be 0 (the frames' own size) or a number of pixels, not {short_side}",
+                          options=("short_side",))
     dataset = VSPWDataset(root, split)
     if model.num_classes != dataset.num_classes:
         raise TfcsegError(
@@ -156,7 +193,21 @@ def evaluate_model(
                                    short_side=short_side, precision=precision)
     except ValueError as exc:
         raise TfcsegError(str(exc)) from None
-    save_dir = Path(save_predictions) if save_predictions is not None else None
+    save_dir = Path(save_predictions).expanduser() if save_predictions is not None else None
+    if save_dir is not None:
+        data = (dataset.root / "data").resolve()
+        if save_dir.resolve() == data or data in save_dir.resolve().parents:
+            raise TfcsegError(f"{save_dir}: is inside the dataset's data/ folder; predictions would mix "
+                              "with the frames and masks there: save them elsewhere")
+        if save_dir.exists() and not save_dir.is_dir():
+            raise TfcsegError(f"{save_dir}: is a file, not a folder for predictions")
+        for video in dataset.videos:
+            folder = save_dir / video
+            if folder.is_dir():
+                if any(folder.glob("*.png")) and not overwrite:
+                    raise TfcsegError(f"{folder}: holds predictions already (use overwrite=True to replace "
+                                      "them)", options=("overwrite",))
+                sweep_stale(folder)  # what a killed earlier run left
     png_palette = mask_palette(dataset.palette)
     scores = _Scores(dataset)
     frame_lists = {video: dataset.frames(video) for video in dataset.videos}
@@ -211,23 +262,31 @@ def score_predictions(
     for mIoU; mVC compares the stored values. A missing prediction file is skipped with a
     `DataWarning` and counted; a prediction of another size than its mask is an error.
     """
-    import warnings
-
     if encoding not in PREDICTION_ENCODINGS:
         raise TfcsegError(f"prediction encoding must be one of {', '.join(PREDICTION_ENCODINGS)}, not {encoding!r}")
     pred_root = Path(predictions_dir)
     if not pred_root.is_dir():
         raise TfcsegError(f"{pred_root}: no such predictions folder")
     dataset = VSPWDataset(root, split)
+    expected = f"expected <video>/<frame>.png, e.g. {dataset.videos[0]}/..."
+    if not any(pred_root.rglob("*.png")):
+        raise TfcsegError(f"{pred_root}: no prediction PNG in the folder ({expected})")
     offset = 1 if encoding == "vspw" else 0
     scores = _Scores(dataset)
+    values = np.zeros(256, np.int64)  # how often each stored value is predicted on labelled pixels
+    missing: list[Path] = []
     frame_lists = {video: dataset.frames(video) for video in dataset.videos}
-    with _progress(progress, sum(map(len, frame_lists.values())), f"score {split}") as bar:
+    total = sum(map(len, frame_lists.values()))
+    with _progress(progress, total, f"score {split}") as bar:
         for video, records in frame_lists.items():
             scores.start_video()
             for record in records:
                 bar.advance()
                 pred_path = pred_root / video / f"{record.name}.png"
+                if not pred_path.is_file():  # counted, and said once at the end
+                    missing.append(pred_path)
+                    dataset.skipped.append((str(pred_path), "prediction mask not found (frame skipped)"))
+                    continue
                 try:
                     gt_raw = read_mask(record.mask)
                 except UnreadableFileError as exc:
@@ -245,12 +304,21 @@ def score_predictions(
                         f"{pred_path}: prediction is {pred_raw.shape[1]}x{pred_raw.shape[0]} but the mask "
                         f"{record.mask} is {gt_raw.shape[1]}x{gt_raw.shape[0]}; predictions are scored "
                         "at the ground truth's size")
+                # the values predicted where the ground truth has a class (elsewhere any goes)
+                counts = np.bincount(pred_raw[(gt_raw >= 1) & (gt_raw <= dataset.num_classes)])
+                if len(counts) > len(values):
+                    values = np.pad(values, (0, len(counts) - len(values)))
+                values[:len(counts)] += counts
                 classes = pred_raw.astype(np.int64) - offset
                 classes[(classes < 0) | (classes >= dataset.num_classes)] = -1
                 scores.add(classes, pred_raw, gt_raw, record.mask)
     if scores.frames == 0:
-        raise TfcsegError(f"{pred_root}: no prediction PNG found for the {split} split "
-                          f"(expected <video>/<frame>.png, e.g. {dataset.videos[0]}/...)")
+        raise TfcsegError(f"{pred_root}: no prediction for any of the {total} frames of the {split} split "
+                          f"({expected})")
+    if missing:
+        warnings.warn(f"{pred_root}: no prediction for {len(missing)} of {total} frames (the first: "
+                      f"{missing[0]}); those frames are skipped", DataWarning, stacklevel=2)
+    _check_encoding(values, dataset.num_classes, encoding, pred_root)
     out = scores.result()
     out["predictions"] = str(pred_root)
     out["encoding"] = encoding

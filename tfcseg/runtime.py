@@ -33,6 +33,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls have hardware support here: a CUDA GPU that supports bf16, or a
+    CPU with AVX512-BF16 or AMX (Linux: /proc/cpuinfo flags). Elsewhere bf16 autocast runs
+    emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def cache_root() -> Path:
     """tfcseg's own cache: `$TFCSEG_CACHE`, else `$XDG_CACHE_HOME/tfcseg` (~/.cache/tfcseg).
     Compiled kernels go to `ext/`, converted Hub checkpoints to `converted/`."""

@@ -45,10 +45,10 @@ from rich.text import Text
 
 from .errors import TfcsegError
 from .data.masks import encode_labels
-from .io.atomic import AtomicFolder, atomic_write_bytes
+from .io.atomic import AtomicFolder, atomic_write_bytes, is_temporary, sweep_stale
 from .io.overlay import OverlayRenderer
-from .io.video import (AudioSource, Frame, FrameSource, VideoInfo, VideoWriter, ensure_writable_folder,
-                       expand_sources, open_frames)
+from .io.video import (Frame, FrameSource, VideoInfo, VideoWriter, ensure_writable_folder, expand_sources,
+                       open_frames)
 from .metrics import FlickerRate
 from .models.segformer import TFCSegFormer
 from .runtime import MODES, PRECISIONS, resolve_device
@@ -90,22 +90,28 @@ def check_mask_folder(mask_folder: Path, info: VideoInfo, output: Path, overwrit
     the output video, one holding other files than masks; and masks already there without
     `overwrite`."""
     target = mask_folder.resolve()
-    what = "the input frames" if info.kind == "images" else "the input video"
     if info.kind == "images":
         frames = (info.folder or Path(info.path)).resolve()
-        if _inside(target, frames) or _inside(frames, target):
-            raise TfcsegError(f"{mask_folder}: the masks folder would hold or replace {what} "
-                              f"({frames}); choose another folder for the masks")
+        if target == frames:
+            raise TfcsegError(f"{mask_folder}: is the folder of the input frames; the masks would replace "
+                              "them: choose another folder for the masks")
+        if _inside(target, frames):
+            raise TfcsegError(f"{mask_folder}: is inside the folder of the input frames ({frames}): "
+                              "choose another folder for the masks")
+        if _inside(frames, target):
+            raise TfcsegError(f"{mask_folder}: holds the input frames ({frames}); replacing it would "
+                              "delete them: choose another folder for the masks")
     elif info.kind == "video" and _inside(Path(info.path).resolve(), target):
-        raise TfcsegError(f"{mask_folder}: the masks folder would replace {what} ({info.path}); "
-                          "choose another folder for the masks")
+        raise TfcsegError(f"{mask_folder}: holds the input video ({info.path}); replacing it would "
+                          "delete it: choose another folder for the masks")
     if _inside(output.resolve(), target):
         raise TfcsegError(f"{mask_folder}: the masks folder would replace the output video "
                           f"({output}); choose another folder for the masks")
     if target.exists():
         if not target.is_dir():
             raise TfcsegError(f"{mask_folder}: is a file, not a folder of masks")
-        entries = list(target.iterdir())
+        sweep_stale(target)  # a killed run's temporaries of single masks
+        entries = [e for e in target.iterdir() if not is_temporary(e.name)]
         others = [e.name for e in entries if not (e.is_file() and e.suffix.lower() == ".png")]
         if others:
             raise TfcsegError(f"{mask_folder}: holds other files than masks ({', '.join(sorted(others)[:3])}); "
@@ -269,8 +275,8 @@ def segment_video(
     not replace (the outputs of earlier videos in a batch). Returns the summary (also what
     `--json` writes); `warnings` lists lost frames and the like. User mistakes raise
     `TfcsegError`; the output appears under its final name only when complete, as do the
-    masks. A live source stopped by Ctrl-C (KeyboardInterrupt) still gives a complete
-    output (`interrupted` is True).
+    masks. A live source ends at the first Ctrl-C or SIGTERM (in the main thread) and still
+    gives a complete output (`interrupted` is True).
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
@@ -280,6 +286,9 @@ def segment_video(
     if precision not in PRECISIONS:
         raise TfcsegError(f"precision {precision}: choose one of {', '.join(PRECISIONS)}",
                           options=("precision",))
+    if short_side is not None and short_side < 0:
+        raise TfcsegError(f"short_side must be 0 (the frames' own size) or a number of pixels, not {short_side}",
+                          options=("short_side",))
     if not 0.0 <= opacity <= 1.0:
         raise TfcsegError(f"opacity must be between 0 and 1, not {opacity}", options=("opacity",))
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
@@ -287,18 +296,6 @@ def segment_video(
     # Everything that can fail on the user's input fails here, before the model loads.
     source = open_frames(input, start=start_s, end=end_s, stride=stride, fps=fps,
                          realtime=realtime, capture_audio=audio)
-    try:
-        return _segment(source, output, model, mode, keyframe_interval, opacity, masks_dir,
-                        side_by_side, legend, device, overwrite, progress, short_side, precision,
-                        console, audio, classes, realtime, keep_outputs)
-    finally:
-        source.close()
-        source.remove_temporaries()
-
-
-def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacity, masks_dir,
-             side_by_side, legend, device, overwrite, progress, short_side, precision, console,
-             audio, classes, realtime, keep_outputs) -> dict[str, Any]:
     info = source.info
     out_path = Path(output).expanduser() if output is not None else default_output(source)
     if out_path.is_dir():
@@ -309,12 +306,8 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
         raise TfcsegError(f"{out_path}: another input of this run was written there; give each "
                           "video its own output name")
     renderer_size = (2 * info.width if side_by_side else info.width, info.height)
-    sound = None
-    if audio and info.audio:
-        sound = (AudioSource(str(source.audio_capture), (), info.audio) if source.audio_capture is not None
-                 else None if info.live else AudioSource(str(info.path), info.input_args, info.audio))
     writer = VideoWriter(out_path, *renderer_size, source.fps, overwrite=overwrite,
-                         time_base=info.time_base, sar=info.sar, audio=sound,
+                         time_base=info.time_base, sar=info.sar, audio=source.audio_source() if audio else None,
                          variable_rate=info.variable_rate or realtime)
     mask_folder = None
     if masks_dir is not None:
@@ -348,17 +341,17 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
             yield frame.rgb
 
     n_frames = n_key = 0
-    interrupted = False
     flicker = FlickerRate()
     shares: list[float] = []  # MSDA share of every non-keyframe
-    stride = source.selection.stride
-    masks = AtomicFolder(mask_folder) if mask_folder is not None else None
+    masks = AtomicFolder(mask_folder) if mask_folder is not None else None  # swapped in when complete
+    # Ctrl-C (or SIGTERM) ends a live source as its own end would: the output is finished.
+    ending = _EndOnSignal(source if info.live else None)
     t0 = time.perf_counter()
     with _bar_context(progress, console) as bar:
         task = bar.add_task(info.name, total=source.expected)
 
         def draw(frame: Frame, labels: np.ndarray) -> None:  # runs in the drawing thread
-            # Each kept frame lasts until the next one (stride N: N source frames).
+            # Each kept frame is shown until the next one (stride N: N source frames).
             duration = frame.duration * stride if frame.duration is not None else None
             writer.write(render(frame.rgb, labels), frame.time, duration)
             if masks is not None:
@@ -366,8 +359,6 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
             bar.advance(task)
 
         sink = _DrawingThread(draw)
-        # Ctrl-C (or SIGTERM) ends a live source as its own end would: the output is finished.
-        ending = _EndOnSignal(source if info.live else None)
         try:
             with ending:
                 for result in segmenter.segment(frames()):
@@ -379,7 +370,6 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
                         n_key += 1
                     else:
                         shares.append(float(result.msda_share))
-            interrupted = ending.fired
             source.close()  # a live source's saved audio is complete before it is muxed
             sink.finish()  # the last frames drawn; re-raises what failed in the thread
             writer.close()
@@ -391,9 +381,11 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
             if masks is not None:
                 masks.abort()
             raise
+        finally:
+            source.close()
         if source.expected is not None and n_frames != source.expected:
             bar.update(task, total=n_frames)
-        if not isinstance(progress, bool):
+        if isinstance(progress, Progress):
             bar.remove_task(task)
     seconds = time.perf_counter() - t0
 
@@ -411,7 +403,7 @@ def _segment(source: FrameSource, output, model, mode, keyframe_interval, opacit
         "seconds": seconds,
         "lost_frames": source.lost,
         "dropped_frames": source.dropped,
-        "interrupted": interrupted,
+        "interrupted": ending.fired,
         "frame_rate": _rate_text(source.fps),
         "variable_frame_rate": info.variable_rate,
         "average_frame_rate": n_frames / duration if duration > 0 else None,

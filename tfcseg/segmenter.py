@@ -13,6 +13,7 @@ by `postprocess.labels_from_logits` (interpolated logits only on class boundarie
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
@@ -136,6 +137,9 @@ class VideoSegmenter:
         options.validate()
         self.options = options
         self._min_side = smallest_input(model.config)
+        if self.short_side < 0:
+            raise ValueError(f"short side must be 0 (each frame's own size) or a number of pixels, "
+                             f"not {self.short_side}")
         if 0 < self.short_side < self._min_side:
             raise ValueError(f"short side {self.short_side} is below the {self._min_side} pixels "
                              "the encoder needs; use a larger short side")
@@ -143,6 +147,7 @@ class VideoSegmenter:
             raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, not {precision!r}")
         # fp32 weights stay; reduced precision runs the matmuls/convs under autocast
         self.precision = precision
+        self._nonfinite_seen = False
         self.reset()
 
     def reset(self) -> None:
@@ -183,6 +188,11 @@ class VideoSegmenter:
                 logits, info = self.model.non_keyframe(pixels, self._state, self.options)
                 share = info.msda_share
                 self._since_key += 1
+        if not self._nonfinite_seen and not bool(torch.isfinite(logits).all()):
+            self._nonfinite_seen = True  # said once per session
+            why = "broken weights?" if self.precision == "fp32" else f"broken weights, or {self.precision} overflowing?"
+            warnings.warn(f"frame {self._index}: the model's output holds NaN or Inf ({why}); the labels of "
+                          "those pixels are meaningless", RuntimeWarning, stacklevel=2)
         labels = labels_from_logits(logits.float(), (height, width))[0]  # [H, W], frame size
         dtype = torch.uint8 if self.model.num_classes <= 255 else torch.int32
         result = FrameResult(

@@ -11,7 +11,8 @@ from tfcseg.data import ClipDataset, make_synthetic_vspw
 from tfcseg.data.motion import (MotionModel, camera_map, mean_displacement, render_frame,
                                 sample_clip_motion, video_rate_clip)
 
-STILL = MotionModel(max_zoom=0, max_pan=0, max_roll=0, max_shake=0, object_prob=0, max_blur=0, max_noise=0)
+STILL = MotionModel(max_zoom=0, max_pan=0, max_roll=0, max_shake=0, object_prob=0, max_blur=0, max_noise=0,
+                    max_gap=1)
 
 
 def _scene(h=90, w=120, seed=0):
@@ -103,3 +104,18 @@ def test_clip_dataset_mixes_video_rate_clips(tmp_path):
     assert all(mixed[i]["video_rate"] == flags[i] for i in range(len(mixed)))  # deterministic
     with pytest.raises(Exception, match="video_rate_share"):
         ClipDataset(root, split="train", clip_len=3, crop=32, video_rate_share=1.5)
+
+
+def test_clip_frames_are_one_to_max_gap_video_frames_apart():
+    """A pure pan of 3 px a frame: frame 1 of a 2-frame clip lies g video frames on, g in 1..3."""
+    image, labels = _scene()
+    pan = MotionModel(max_zoom=0, max_pan=3 / 120, max_roll=0, max_shake=0, object_prob=0,
+                      max_blur=0, max_noise=0, max_gap=3)
+    gaps = set()
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        _, labs = video_rate_clip(rng, image, labels, 2, pan)
+        ignored = (labs[1] == 255).all(0)
+        gaps.add(int(ignored.sum()))
+    # |shift| <= 3 px a frame, so the ignored band is at most 3 * gap px wide; all gaps occur
+    assert max(gaps) > 6 and min(gaps) <= 3

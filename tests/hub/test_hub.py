@@ -203,6 +203,9 @@ def test_transformers_repo_is_converted_once_and_reused(hf_cache, tmp_path, monk
     second = load_model(repo)  # the same repo by id: same conversion
     assert len(calls) == 1
     assert json.loads((converted / hub_convert.SOURCE_FILE).read_text())["commit"] == COMMIT_B
+    from tfcseg.io.atomic import UMASK
+
+    assert converted.stat().st_mode & 0o777 == 0o777 & ~UMASK  # not mkdtemp's owner-only mode
 
     # The weights are transformers' own: same logits as its forward pass.
     x = torch.randn(1, 3, 64, 96)
@@ -397,6 +400,56 @@ def test_export_of_a_training_run(tmp_path):
                                                     "model.safetensors"]
 
 
+def test_export_overwrite_replaces_only_its_files_and_refuses_its_source(tmp_path, monkeypatch, capsys):
+    from tfcseg.io.atomic import UMASK
+
+    tiny_checkpoint(tmp_path / "runs" / "a" / "last", seed=5)
+    (tmp_path / "runs" / "a" / "last" / "train_state.pt").write_bytes(b"resume me")
+    (tmp_path / "runs" / "b").mkdir()
+    (tmp_path / "runs" / "b" / "metrics.jsonl").write_text("{}\n")
+    ckpt = str(tmp_path / "runs" / "a" / "last")
+    (tmp_path / "runs" / "a" / "last" / "metrics.json").write_text(json.dumps(METRICS))
+    assert main(["export", ckpt, "-o", str(tmp_path / "pub")]) == 0
+    assert (tmp_path / "pub").stat().st_mode & 0o777 == 0o777 & ~UMASK  # not owner-only
+    assert (tmp_path / "pub" / "metrics.json").is_file()
+    (tmp_path / "pub" / "notes.txt").write_text("mine")
+    (tmp_path / "pub" / "sub").mkdir()
+    (tmp_path / "pub" / "sub" / "x").write_text("mine too")
+    (tmp_path / "runs" / "a" / "last" / "metrics.json").unlink()
+    capsys.readouterr()
+    result = hub_export.export_checkpoint(ckpt, tmp_path / "pub", overwrite=True)
+    assert result.files == ["README.md", "config.json", "model.safetensors"]
+    # the user's files survive; the metrics.json of the earlier export (it would contradict
+    # the new card) goes
+    assert sorted(os.listdir(tmp_path / "pub")) == ["README.md", "config.json", "model.safetensors",
+                                                    "notes.txt", "sub"]
+    assert (tmp_path / "pub" / "sub" / "x").read_text() == "mine too"
+    # a user's metrics.json in a folder that holds no export of ours is never removed
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "metrics.json").write_text("user data")
+    hub_export.export_checkpoint(ckpt, tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "metrics.json").read_text() == "user data"
+
+    before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    work = tmp_path / "runs" / "a" / "work"
+    work.mkdir()
+    for cwd, dest, says in ((tmp_path, ckpt, "is the checkpoint's own folder"),
+                            (tmp_path, ckpt + "/inner", "is inside the checkpoint's folder"),
+                            (tmp_path / "mine", str(tmp_path / "runs"), "holds the checkpoint"),
+                            (work, str(tmp_path / "runs" / "a"), "current folder or holds it"),
+                            (work, ".", "is the current folder")):
+        monkeypatch.chdir(cwd)
+        assert main(["export", ckpt, "-o", dest, "--overwrite"]) == 2, dest
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", ckpt, "-o", str(tmp_path / "afile"), "--overwrite"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == before
+    assert sorted(os.listdir(work)) == [] and not (tmp_path / "runs" / "a" / "last" / "inner").exists()
+    assert not [p for p in tmp_path.rglob(".*tmp*")]  # no temporaries left anywhere
+
+
 class FakeApi:
     def __init__(self, fail: Exception | None = None):
         self.calls, self.fail = [], fail
@@ -421,6 +474,7 @@ def test_push_to_hub_uses_hfapi(tmp_path, monkeypatch, capsys):
                              {"repo_type": "model", "private": True, "exist_ok": True})
     upload = fake.calls[1][1]
     assert upload["repo_id"] == "me/tfc-b0-vspw" and Path(upload["folder_path"]) == tmp_path / "pub"
+    assert upload["allow_patterns"] == ["config.json", "model.safetensors", "README.md", "metrics.json"]
     assert "https://hf.test/me/tfc-b0-vspw/commit/1" in capsys.readouterr().out
     assert 'tfcseg.load_model("me/tfc-b0-vspw")' in (tmp_path / "pub" / "README.md").read_text()
 

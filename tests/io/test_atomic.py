@@ -32,16 +32,63 @@ def test_unwritable_place_is_a_clear_error(tmp_path):
         atomic_write_text(tmp_path / "file" / "out.json", "{}")  # a file where a folder should be
 
 
+def test_temporaries_name_their_writer_and_only_dead_writers_are_swept(tmp_path):
+    import errno
+    import subprocess
+    import sys
+
+    from tfcseg.io.atomic import HOST_TAG, describe_os_error, make_temp, sweep_stale
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".a.png.{HOST_TAG}-{dead_pid}-abc123_x.tmp.png"
+    stale_dir = tmp_path / f".pub.{HOST_TAG}-{dead_pid}-k9k9k9k9.tmp"
+    stale_dir.mkdir()
+    (stale_dir / "model.safetensors").write_bytes(b"half")
+    live = make_temp(tmp_path / "a.png")  # this process's own: alive
+    other_host = tmp_path / f".a.png.{'0' * 6 if HOST_TAG != '0' * 6 else '1' * 6}-{dead_pid}-zz.tmp.png"
+    user_files = [tmp_path / ".a.png.tmp", tmp_path / "a.png", tmp_path / ".hidden", tmp_path / "x.tmp.png"]
+    for p in [stale, other_host, *user_files]:
+        p.write_bytes(b"x")
+    assert live.name.startswith(f".a.png.{HOST_TAG}-{os.getpid()}-") and live.name.endswith(".tmp.png")
+    assert live.stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert sorted(sweep_stale(tmp_path, "b.png")) == []  # another final name: left alone
+    assert sorted(sweep_stale(tmp_path)) == sorted([stale, stale_dir])
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in [live, other_host, *user_files])
+    assert describe_os_error(OSError(errno.ENOSPC, "No space left on device")) == \
+        "the disk is full (no space left on device)"
+
+
+def test_write_errors_say_what_is_wrong(tmp_path):
+    from tfcseg.errors import WriteError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WriteError, match="cannot write here") as info:
+        atomic_write_text(tmp_path / "file" / "out.json", "{}")
+    assert "(a file is in the way" in str(info.value)
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(WriteError, match=r"dir.json: could not write \(a folder is in the way\)"):
+        atomic_write_text(tmp_path / "dir.json", "{}")
+    assert os.listdir(tmp_path / "dir.json") == [] and sorted(os.listdir(tmp_path)) == ["dir.json", "file"]
+
+
 def test_atomic_folder_swaps_in_whole_and_cleans_up(tmp_path):
-    from tfcseg.io.atomic import AtomicFolder
+    import subprocess
+    import sys
+
+    from tfcseg.io.atomic import HOST_TAG, AtomicFolder
 
     final = tmp_path / "masks"
     final.mkdir()
     for name in ("0.png", "1.png", "2.png"):
         (final / name).write_text("old")
-    (tmp_path / ".masks.4194999-abcd.tmp").mkdir()  # a killed run's (no such pid)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f".masks.{HOST_TAG}-{int(dead.stdout)}-abcd.tmp"  # a killed run's
+    stale.mkdir()
     folder = AtomicFolder(final)
-    assert not (tmp_path / ".masks.4194999-abcd.tmp").exists()
+    assert not stale.exists()
     (folder.tmp / "0.png").write_text("new")
     assert sorted(p.name for p in final.iterdir()) == ["0.png", "1.png", "2.png"]  # untouched so far
     folder.commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -274,15 +275,19 @@ def test_audio_copied_cut_to_the_frames_and_reencoded_only_where_needed(tmp_path
 
 
 def test_stale_temporaries_of_the_output_are_removed_live_ones_kept(tmp_path):
-    dead = tmp_path / ".o.mp4.4194999-abcd1234.tmp.mp4"  # above Linux's pid_max: no such process
-    legacy = tmp_path / ".o.mp4.abcd1234.tmp.mp4"  # the pid-less name of earlier versions
-    live = tmp_path / ".o.mp4.1-abcd1234.tmp.mp4"  # pid 1 is alive
-    other = tmp_path / ".other.mp4.4194999-abcd1234.tmp.mp4"  # another output's
-    for p in (dead, legacy, live, other):
+    from tfcseg.io.atomic import HOST_TAG
+
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True, check=True).stdout)
+    dead = tmp_path / f".o.mp4.{HOST_TAG}-{dead_pid}-abcd1234.tmp.mp4"  # a killed run's
+    live = tmp_path / f".o.mp4.{HOST_TAG}-1-abcd1234.tmp.mp4"  # pid 1 is alive
+    elsewhere = tmp_path / f".o.mp4.{'0' * 6 if HOST_TAG != '0' * 6 else '1' * 6}-{dead_pid}-ab.tmp.mp4"
+    other = tmp_path / f".other.mp4.{HOST_TAG}-{dead_pid}-abcd1234.tmp.mp4"  # another output's
+    for p in (dead, live, elsewhere, other):
         p.write_bytes(b"half a video")
     with VideoWriter(tmp_path / "o.mp4", 32, 24, 25) as writer:
         writer.write(np.zeros((24, 32, 3), np.uint8))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "o.mp4"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, other.name, "o.mp4"])
 
 
 def test_rotation_applied_to_the_frames(tmp_path):

@@ -91,6 +91,13 @@ def test_convert_command(tmp_path, capsys):
     assert data["class_names"] == ["road", "car", "sky"] and data["format"] == "tfcseg"
     assert main(["convert", str(tmp_path / "hf"), "-o", str(tmp_path / "out")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    # never over the source (it would replace the transformers files), nor around it
+    before = {p.name: p.read_bytes() for p in (tmp_path / "hf").iterdir()}
+    for dest, says in ((tmp_path / "hf", "is the checkpoint's own folder"), (tmp_path, "holds the checkpoint")):
+        assert main(["convert", str(tmp_path / "hf"), "-o", str(dest), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "hf").iterdir()} == before
 
 
 def _bad(tmp_path, tiny_model, mutate):
@@ -101,6 +108,15 @@ def _bad(tmp_path, tiny_model, mutate):
     with pytest.raises(CheckpointError) as info:
         load_model(tmp_path / "ck")
     return str(info.value)
+
+
+def test_non_finite_weights_are_refused(tmp_path, tiny_model):
+    def poison(sd):
+        sd["decoder.classifier.weight"][0, 0] = float("nan")
+        sd["encoder.stages.0.norm.bias"][1] = float("inf")
+
+    msg = _bad(tmp_path, tiny_model, poison)
+    assert "non-finite weights (NaN or Inf) in 2 tensor(s): decoder.classifier.weight, encoder.stages.0.norm.bias" in msg
 
 
 def test_missing_key_is_named(tmp_path, tiny_model):

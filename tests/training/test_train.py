@@ -438,3 +438,80 @@ def test_checkpoint_swap_survives_a_crash_between_renames(tmp_path):
     _recover(last)
     assert (last / "model.safetensors").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_resume_refuses_another_model(data_root, tmp_path):
+    train(tiny_train(data_root, tmp_path / "run", stop_at=2))
+    other = dict(TINY, decoder_dim=16)
+    with pytest.raises(TfcsegError, match=r"resuming cannot change the model \(decoder_dim 32 -> 16\).*"
+                                          r"overwrite=True"):
+        Trainer(tiny_train(data_root, tmp_path / "run", resume=True, model_overrides=other))
+    with pytest.raises(TfcsegError, match=r"variant \"custom\" -> \"b1\""):
+        Trainer(tiny_train(data_root, tmp_path / "run", resume=True, variant="b1"))
+    # the refusals left the run as it was: it resumes with its own settings
+    t = train(tiny_train(data_root, tmp_path / "run", resume=True, stop_at=3))
+    assert torch.load(t / STATE_NAME, weights_only=True)["iteration"] == 3
+
+
+def test_a_full_disk_while_saving_keeps_the_last_checkpoint(data_root, tmp_path, monkeypatch):
+    import errno
+
+    from tfcseg.errors import WriteError
+
+    import tfcseg.training.checkpoints as checkpoints
+
+    real_save, saves = torch.save, []
+
+    def disk_full_at_second_save(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:
+            f.write(b"half a state")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.torch, "save", disk_full_at_second_save)
+    out = tmp_path / "run"
+    with pytest.raises(WriteError, match=r"run/last: could not save the checkpoint: the disk is full \(no "
+                                         r"space left on device\); training stopped at iteration 6, the "
+                                         r"checkpoint of iteration 3 .* is intact; free some space and "
+                                         r"continue with resume=True"):
+        train(tiny_train(data_root, out, save_every=3))
+    assert torch.load(out / "last" / STATE_NAME, weights_only=True)["iteration"] == 3
+    assert sorted(p.name for p in out.iterdir()) == ["last", "metrics.jsonl", "train_config.json"]
+    assert sorted(p.name for p in (out / "last").iterdir()) == ["config.json", "model.safetensors", STATE_NAME]
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)  # space freed
+    resumed = train(tiny_train(data_root, out, save_every=3, resume=True))
+    assert torch.load(resumed / STATE_NAME, weights_only=True)["iteration"] == 6
+    iters = [json.loads(line)["iter"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert iters == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("sig, status", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_cli_train_stopped_by_a_signal_saves_and_exits_non_zero(data_root, tmp_path, monkeypatch, capsys,
+                                                                   sig, status):
+    import signal
+
+    from tfcseg.cli import main
+
+    import tfcseg.training.loop as loop
+
+    real_step = loop.Trainer.step
+
+    def signalled_at_second(self, batch):
+        stats = real_step(self, batch)
+        if self.iteration == 2:
+            os.kill(os.getpid(), getattr(signal, sig))
+        return stats
+
+    monkeypatch.setattr(loop.Trainer, "step", signalled_at_second)
+    handler = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    args = ["train", "--data-root", str(data_root), "--out", str(out), "--iters", "5", "--crop", "32",
+            "--base-size", "48x64", "--clip-len", "2", "--save-every", "10", "--model-config", json.dumps(TINY),
+            "--workers", "0", "--no-progress", "--json", str(tmp_path / "s.json")]
+    assert main(args) == status
+    err = capsys.readouterr().err
+    assert "interrupted at iteration 2; continue with --resume" in err
+    assert torch.load(out / "last" / STATE_NAME, weights_only=True)["iteration"] == 2
+    assert json.loads((tmp_path / "s.json").read_text())["signal"] == sig
+    assert signal.getsignal(signal.SIGTERM) is handler  # the CLI's handler is gone again

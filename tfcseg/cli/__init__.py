@@ -6,23 +6,48 @@ in the core package. A `TfcsegError` (a user mistake) prints one line and exits 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import signal
 import sys
 import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
-from ..errors import TfcsegError, as_flags
+from ..errors import Terminated, TfcsegError, as_flags
+
+class _FlagsTakeNoValue:
+    """Help without a `<bool>` value hint on flags (`--overwrite`, `--progress/--no-progress`,
+    `--help`): they take no value, and saying one makes Typer refuse it."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_FlagsTakeNoValue, TyperCommand):
+    pass
+
+
+class _Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
 
 app = typer.Typer(
     name="tfcseg",
+    cls=_Group,
     help="Efficient and stable video semantic segmentation (TFC on SegFormer).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -79,25 +104,61 @@ def _show_library_notices() -> None:
         log.setLevel(logging.INFO)
 
 
+WARNINGS_SHOWN = 20  # library warnings printed in full; the rest are counted
+
+
+class WarningPrinter:
+    """Prints library warnings (bad data files, ...) as one clean `warning:` line each while
+    the run goes on (the first `WARNINGS_SHOWN` different ones), and counts the rest."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.hidden = 0
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if text in self.seen:
+            return
+        self.seen.add(text)
+        if len(self.seen) > WARNINGS_SHOWN:
+            self.hidden += 1
+            return
+        err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def warnings_as_lines(more: str = "") -> Iterator[WarningPrinter]:
+    """Within: Python warnings print as `warning: <message>` lines (no source line); after:
+    one line counting those not shown (`more` says where they are listed)."""
+    printer = WarningPrinter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = printer
+            yield printer
+    finally:
+        if printer.hidden:
+            err_console.print(f"[bold yellow]warning:[/] {printer.hidden} more warning(s) not shown"
+                              + (f" ({more})" if more else ""), highlight=False)
+
+
 for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}")
+for _info in app.registered_commands:
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so that the same cleanup runs
-    (no temporary file is left; a live source's output is finished). Not an Exception, so
-    nothing on the way takes it for an error to report and carry on."""
-
-
-def _on_sigterm(signum, frame) -> None:
+def _terminate(signum, frame) -> None:
     raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `tfcseg` console script."""
+    """Entry point of the `tfcseg` console script. Exit status: 0 done, 2 a user mistake
+    (one line), 130 Ctrl-C, 143 SIGTERM (after cleaning up: no temporaries left)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
@@ -106,12 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {as_flags(str(exc), exc.options)}", highlight=False,
                           soft_wrap=True)
         return 2
-    except Terminated:
-        err_console.print("[yellow]terminated[/]")
-        return 143
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         return 130
+    except Terminated:
+        err_console.print("[yellow]terminated[/] (SIGTERM)")
+        return 128 + signal.SIGTERM
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

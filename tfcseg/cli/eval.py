@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,10 +11,8 @@ from rich.table import Table
 
 from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
-from . import app, err_console, results_console, write_json
-
-WARNINGS_SHOWN = 20  # data warnings printed in full; the rest are counted
-
+from ..io.atomic import sweep_stale
+from . import app, err_console, results_console, warnings_as_lines, write_json
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
@@ -51,25 +48,6 @@ def _print_result(result: dict[str, Any], per_class: bool, console: Console | No
         console.print(classes)
 
 
-class _WarningPrinter:
-    """Prints library warnings as one line each while the run goes on (the first
-    `WARNINGS_SHOWN` of them), and counts the rest."""
-
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
-        self.hidden = 0
-
-    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
-        text = str(message)
-        if text in self.seen:
-            return
-        self.seen.add(text)
-        if len(self.seen) > WARNINGS_SHOWN:
-            self.hidden += 1
-            return
-        err_console.print(f"[bold yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
-
-
 @app.command("eval")
 def eval_command(
     data_root: Path = typer.Option(..., "--data-root", help="A VSPW-layout dataset (split files, "
@@ -95,6 +73,8 @@ def eval_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; bf16 "
                                   "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the PNGs of an earlier "
+                                   "--save-predictions in DIR (other files stay)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
@@ -106,13 +86,14 @@ def eval_command(
         raise TfcsegError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     if dataset.lower() != "vspw":
         raise TfcsegError(f"--dataset {dataset}: unknown dataset layout (supported: vspw)")
+    if short_side is not None and short_side < 0:
+        raise TfcsegError(f"--short-side {short_side}: must be 0 (the frames' own size) or a number of pixels")
     if predictions is not None and (model is not None or save_predictions is not None):
         raise TfcsegError("--predictions scores saved predictions; it cannot be combined with "
                           "--model or --save-predictions")
-    printer = _WarningPrinter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = printer
+    if json_file is not None and str(json_file) != "-":
+        sweep_stale(json_file.expanduser().resolve().parent, json_file.name)  # a killed run's temporary
+    with warnings_as_lines("the skipped files are listed in --json"):
         if predictions is not None:
             result = score_predictions(data_root, predictions, split=split, encoding=prediction_encoding,
                                        progress=not quiet)
@@ -123,11 +104,8 @@ def eval_command(
             net = load_model(model, device=resolve_device(device))
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
-                                    progress=not quiet, precision=precision)
+                                    progress=not quiet, precision=precision, overwrite=overwrite)
             result["model"] = str(model) if model is not None else "default"
-    if printer.hidden:
-        err_console.print(f"[bold yellow]warning:[/] {printer.hidden} more warning(s) not shown "
-                          "(the skipped files are listed in --json)", highlight=False)
     _print_result(result, per_class, results_console(json_file))
     if json_file is not None:
         write_json(json_file, result)

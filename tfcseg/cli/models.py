@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import TfcsegError
 from ..hub.download import model_status
 from ..hub.export import export_checkpoint, push_to_hub
-from ..hub.refs import MODEL_HELP
+from ..hub.refs import MODEL_SOURCE_HELP
 from ..hub.resolve import model_entry_path
 from ..io.atomic import atomic_write_text
 from ..hub.registry import (NVIDIA_LICENCE, NVIDIA_LICENCE_NOTE, NVIDIA_LICENCE_URL, get_model_entry,
@@ -63,9 +63,10 @@ def models(
 
 @app.command()
 def export(
-    checkpoint: str = typer.Argument(..., help="The checkpoint to publish. " + MODEL_HELP),
+    checkpoint: str = typer.Argument(..., help="The checkpoint to publish. " + MODEL_SOURCE_HELP),
     out: Path = typer.Option(..., "-o", "--out", help="The folder to write (config.json, "
-                             "model.safetensors, README.md, metrics.json)."),
+                             "model.safetensors, README.md, metrics.json); not the checkpoint's "
+                             "folder, nor one inside or around it."),
     metrics: Path = typer.Option(None, "--metrics", help="An evaluation JSON (`tfcseg eval --json`) "
                                  "for the card; default: metrics.json, eval.json or best.json in "
                                  "the checkpoint folder."),
@@ -78,7 +79,8 @@ def export(
     push_to_hub_repo: str = typer.Option(None, "--push-to-hub", metavar="REPO",
                                          help="Upload the folder to this Hub model repo (user/repo)."),
     private: bool = typer.Option(False, "--private", help="Create the Hub repo as private."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the exported files in an "
+                                   "existing --out folder (its other files stay)."),
 ) -> None:
     """Write a clean, publishable checkpoint folder with a model card; optionally upload it."""
     if private and not push_to_hub_repo:

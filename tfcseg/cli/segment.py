@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..errors import TfcsegError, as_flags
 from ..hub.refs import MODEL_HELP
+from ..io.atomic import sweep_stale
 from ..io.video import ensure_writable_folder, expand_sources
 from ..segment import segment_video, segment_videos
 from . import app, err_console, write_json
@@ -72,7 +73,9 @@ def segment(
     """Segment videos and write colourised overlay videos (H.264, the source's timing, pixel
     aspect and audio)."""
     if json_file is not None and json_file != "-":
-        ensure_writable_folder(Path(json_file).expanduser().resolve().parent)
+        where = Path(json_file).expanduser().resolve()
+        ensure_writable_folder(where.parent)
+        sweep_stale(where.parent, where.name)  # a killed run's temporary
     sources = expand_sources(inputs)
     if not sources:
         raise TfcsegError("no videos to segment")

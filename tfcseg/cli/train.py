@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import TfcsegError
-from ..training.config import PRESETS, TrainConfig
-from . import app, results_console, write_json
+from ..training.config import AMP_MODES, PRESETS, TrainConfig
+from . import app, results_console, warnings_as_lines, write_json
 
 _DEFAULTS = TrainConfig()
 
@@ -102,7 +102,8 @@ def train(
         f"motion) by warping one labelled frame; the rest are real clips {_default('video_rate_share')}."),
     seg_loss: Optional[str] = typer.Option(None, "--seg-loss", help="Segmentation loss: ce, ohem (hardest "
                                            f"25% of pixels) or balanced (class weights) {_default('seg_loss')}."),
-    amp: Optional[str] = typer.Option(None, "--amp", help=f"Mixed precision: bf16, fp16 or off {_default('amp')}."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: bf16, fp16, off, or auto (bf16 where the CPU "
+                               f"has AVX512-BF16/AMX or the GPU supports it) {_default('amp')}."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers per process [auto]."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda [auto]."),
     seed: Optional[int] = typer.Option(None, "--seed", help=f"Random seed {_default('seed')}."),
@@ -137,8 +138,8 @@ def train(
 
     if preset not in PRESETS:
         raise TfcsegError(f"--preset: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    if amp is not None and amp not in ("bf16", "fp16", "off"):
-        raise TfcsegError(f"--amp: expected bf16, fp16 or off, not {amp!r}")
+    if amp is not None and amp not in AMP_MODES:
+        raise TfcsegError(f"--amp: expected {', '.join(AMP_MODES)}, not {amp!r}")
     cfg = TrainConfig(**PRESETS[preset])
     overrides = _model_json(model_config)
     for name, text in (("depths", depths), ("hidden_sizes", hidden_sizes), ("num_heads", num_heads)):
@@ -166,13 +167,20 @@ def train(
                               model_overrides=overrides, resume=resume, overwrite=overwrite,
                               deterministic=deterministic, progress=progress)
     console = Console(stderr=True)
-    trainer = Trainer(cfg, console=console)
-    try:
-        trainer.run()
-    finally:
-        trainer.close()
-    if not trainer.is_main:
-        return
+    with warnings_as_lines():  # bad data files etc. as clean `warning:` lines
+        trainer = Trainer(cfg, console=console)
+        try:
+            trainer.run()
+        finally:
+            trainer.close()
+    if trainer.is_main:
+        _report(trainer, cfg, json_out)
+    if trainer.stopped_by is not None:
+        # saved, but not done: 128 + the signal (130 Ctrl-C, 143 SIGTERM), as shells report it
+        raise typer.Exit(128 + int(trainer.stopped_by))
+
+
+def _report(trainer: Any, cfg: TrainConfig, json_out: Path | None) -> None:
     summary = trainer.summary
     table = Table(title=f"tfcseg train: {cfg.out}")
     table.add_column("metric")

@@ -59,6 +59,8 @@ class ClipDataset(torch.utils.data.Dataset):
         self.clips: list[tuple[str, int]] = []
         for video in self.dataset.videos:
             n = len(self.dataset.frames(video))
+            if n == 0 and video in self.dataset.empty_videos:
+                continue  # said already
             if n < clip_len:
                 warnings.warn(
                     f"{self.dataset.video_dir(video)}: {n} usable frame(s), fewer than the clip "

@@ -6,7 +6,9 @@ motion, while the model runs on video where consecutive frames differ by a few p
 similarity and sparse MSDA learn what a keyframe-to-frame change looks like; trained only on
 1 s gaps, they see every point as changed. These clips show them video-rate changes.
 
-The motion model (per clip, drawn once; frame t of the clip is the keyframe moved t steps):
+The motion model (per clip, drawn once; frame t of the clip is the keyframe moved t * g video
+frames, with the gap g drawn from 1..`max_gap`, so that a clip of 2 frames shows the gaps a
+keyframe interval of up to `max_gap` + 1 has at inference):
 - forward ego-motion: a zoom about the focus of expansion, a point near the horizon
   (x within 12% of the centre, y at 35-50% of the height), by a factor 1 + s per frame with
   s in [0, `max_zoom`] (0.5-2.5% a frame is a car at 30-50 km/h seeing a scene 15-25 m away
@@ -48,6 +50,7 @@ class MotionModel:
     max_object: float = 3.0
     max_blur: float = 0.8
     max_noise: float = 2.5
+    max_gap: int = 3
 
 
 @dataclass(frozen=True)
@@ -159,10 +162,12 @@ def render_frame(image: np.ndarray, labels: np.ndarray, motion: ClipMotion, t: i
 def video_rate_clip(rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, length: int,
                     model: MotionModel = MotionModel()) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """`length` frames (images, labels) starting with the source frame and following it at
-    video rate (see the module docstring). labels: remapped labels (0..K-1, 255 ignored)."""
-    motion = sample_clip_motion(rng, labels, length, model)
+    video rate, every g-th video frame (g drawn from 1..max_gap; see the module docstring).
+    labels: remapped labels (0..K-1, 255 ignored)."""
+    gap = int(rng.integers(1, max(model.max_gap, 1) + 1))
+    motion = sample_clip_motion(rng, labels, (length - 1) * gap + 1, model)
     seed = int(rng.integers(2**31))
-    frames = [render_frame(image, labels, motion, t, seed) for t in range(length)]
+    frames = [render_frame(image, labels, motion, t * gap, seed) for t in range(length)]
     return [f[0] for f in frames], [f[1] for f in frames]
 
 

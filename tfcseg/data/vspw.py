@@ -91,7 +91,8 @@ class VSPWDataset:
 
     Attributes: `root`, `split`, `videos` (names, split-file order), `class_names`,
     `num_classes`, `palette` (RGB per class), `skipped` (list of (path, reason) for every
-    frame left out so far: missing files at listing, unreadable files while reading).
+    frame left out so far: missing files at listing, unreadable files while reading),
+    `empty_videos` (videos of the split without any frame: skipped with a `DataWarning`).
     """
 
     def __init__(self, root: str | Path, split: str = "val") -> None:
@@ -101,6 +102,7 @@ class VSPWDataset:
         self.class_names, self.palette = load_class_names(self.root)
         self.num_classes = len(self.class_names)
         self.skipped: list[tuple[str, str]] = []
+        self.empty_videos: list[str] = []  # listed in the split, with no frame at all
         self._frames: dict[str, list[FrameRecord]] = {}
         for video in self.videos:
             folder = self.video_dir(video)
@@ -127,6 +129,10 @@ class VSPWDataset:
         masks = {p.stem: p for p in sorted((folder / "mask").iterdir())
                  if p.suffix.lower() == ".png" and not p.name.startswith(".")}
         records = []
+        if not images and not masks:
+            self.empty_videos.append(video)
+            warnings.warn(f"{folder}: listed in {self.split}.txt but holds no frames (video skipped)",
+                          DataWarning, stacklevel=2)
         for name in sorted(images.keys() | masks.keys()):
             if name not in masks:
                 self._skip(folder / "mask" / f"{name}.png", "mask missing (frame skipped)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import TfcsegError
@@ -58,7 +57,7 @@ def converted(repo_id: str, snapshot: Path, label: str) -> Path:
     from rich.console import Console
 
     from .. import __version__
-    from ..io.atomic import atomic_write_text
+    from ..io.atomic import atomic_write_text, make_temp, sweep_stale
     from ..models import checkpoint
 
     commit = snapshot.name  # snapshot_download returns .../snapshots/<commit hash>
@@ -66,7 +65,8 @@ def converted(repo_id: str, snapshot: Path, label: str) -> Path:
     if _converted_is_current(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{commit}.", suffix=".tmp", dir=dest.parent))
+    sweep_stale(dest.parent, dest.name)  # an interrupted conversion's leftovers
+    tmp = make_temp(dest, suffix="", folder=True)  # the usual mode, not mkdtemp's 0700
     try:
         what = label if label.partition("@")[0] == repo_id else f"{label} ({repo_id})"
         with Console(stderr=True).status(f"converting {what} to tfcseg format"):

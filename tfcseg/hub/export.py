@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,19 @@ class ExportResult:
     train_config: bool  # a training configuration (no command) went on the card
 
 
+# What `export` writes into its folder; with overwrite=True it replaces these and nothing else.
+EXPORT_FILES = (CONFIG_NAME, WEIGHTS_NAME, "README.md", "metrics.json")
+CARD_START = "---\nlibrary_name: tfcseg\n"  # how a model card of ours begins
+
+
+def _is_our_export(folder: Path) -> bool:
+    try:
+        with open(folder / "README.md", encoding="utf-8", errors="replace") as f:
+            return f.read(len(CARD_START)) == CARD_START
+    except OSError:
+        return False
+
+
 def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | None = None,
                       metrics: str | Path | None = None, train_command: str | None = None,
                       dataset: str | None = None, licence: str = "apache-2.0",
@@ -75,21 +87,29 @@ def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | Non
     checkpoint is never published. Metrics come from `metrics`, else from `metrics.json` /
     `eval.json` in the checkpoint folder; the training command from `train_command`, else
     from `train_command.txt` or a `train_args.json` with a `command` entry there.
-    The folder appears complete or not at all (written beside `out`, then renamed).
+    A new folder appears complete or not at all (written beside `out`, then renamed).
+    `overwrite=True` replaces the files above in an existing folder, each atomically, and
+    leaves every other file there alone. `out` may not be the checkpoint's folder, inside it
+    or around it, nor the current folder.
     """
-    from ..io.atomic import atomic_write_text
+    from ..io.atomic import atomic_write_text, make_temp, sweep_stale, write_error
+    from ..io.folders import check_destination
     from ..models.checkpoint import build_from_checkpoint, save_checkpoint
     from .modelcard import read_metrics, render_model_card
 
-    out = Path(out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-        raise TfcsegError(f"{out}: exists already and is not empty (use overwrite=True to replace it)",
-                          options=("overwrite",))
+    out = Path(out).expanduser()
+    check_destination(out)
+    if out.exists() and not out.is_dir():
+        raise TfcsegError(f"{out}: is a file, not a folder; export into a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise TfcsegError(f"{out}: exists already and is not empty (use overwrite=True to replace "
+                          "the exported files in it)", options=("overwrite",))
     if repo_id is not None and parse_hub_id(repo_id) is None:
         raise TfcsegError(f"{repo_id}: not a Hub repo id (expected user/repo)")
     src = resolve_model_source(source)
-    model = build_from_checkpoint(src)
     folder = src if src.is_dir() else src.parent
+    check_destination(out, src)
+    model = build_from_checkpoint(src)
     metrics_path = Path(metrics) if metrics is not None else next(
         (folder / n for n in METRICS_FILES if (folder / n).is_file()), None)
     metrics_data = read_metrics(metrics_path) if metrics_path is not None else None
@@ -101,28 +121,40 @@ def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | Non
         load_as=repo_id or str(out), dataset=dataset, train_command=train_command,
         train_config=None if train_command else train_config, metrics=metrics_data, licence=licence,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(out.parent, out.name)  # what a killed earlier export left
+        tmp = make_temp(out, suffix="", folder=True)
+    except OSError as exc:
+        raise write_error(out, exc, "cannot write here") from None
     try:
         save_checkpoint(model, tmp)
         atomic_write_text(tmp / "README.md", card)
         if metrics_data is not None:
             atomic_write_text(tmp / "metrics.json", json.dumps(metrics_data, indent=2) + "\n")
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
+        written = sorted(p.name for p in tmp.iterdir())
+        if not out.exists():
+            os.replace(tmp, out)
+        else:
+            # Replace our files one by one; a metrics.json that an earlier export of ours
+            # wrote goes when this one has none (it would contradict the new card).
+            stale_metrics = "metrics.json" not in written and _is_our_export(out)
+            for name in written:
+                os.replace(tmp / name, out / name)
+            if stale_metrics:
+                (out / "metrics.json").unlink(missing_ok=True)
+    except OSError as exc:
+        raise write_error(out, exc, "could not export") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return ExportResult(folder=out, files=sorted(p.name for p in out.iterdir()),
-                        metrics_from=metrics_path, train_command=train_command,
+    return ExportResult(folder=out, files=written, metrics_from=metrics_path, train_command=train_command,
                         train_config=train_command is None and train_config is not None)
 
 
 def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False,
                 commit_message: str | None = None, api: Any = None) -> str:
-    """Upload an exported folder to a Hub model repo (created if missing); the commit URL.
+    """Upload an exported folder's files (`EXPORT_FILES`, nothing else that lies there) to a
+    Hub model repo (created if missing); the commit URL.
 
     Uses `HfApi.create_repo` + `HfApi.upload_folder` with the usual login (`hf auth login`
     or `HF_TOKEN`). `api` replaces the `HfApi()` instance (tests).
@@ -143,6 +175,7 @@ def push_to_hub(folder: str | Path, repo_id: str, *, private: bool = False,
         info = api.upload_folder(
             repo_id=repo_id, folder_path=str(folder), repo_type="model",
             commit_message=commit_message or "Upload tfcseg checkpoint",
+            allow_patterns=list(EXPORT_FILES),  # never the other files of the folder
         )
     except Exception as exc:  # noqa: BLE001 - each known kind is translated below
         auth = tuple(err[n] for n in ("LocalTokenNotFoundError",) if n in err)

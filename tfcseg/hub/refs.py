@@ -10,12 +10,14 @@ from ..errors import TfcsegError
 from ..models.config import WEIGHTS_NAME
 from .registry import list_models
 
-# One wording of `--model` for every command that takes it.
-MODEL_HELP = (
+# One wording of a model source for every command that takes one; `--model` (optional)
+# adds its default.
+MODEL_SOURCE_HELP = (
     "Model: a registry name (see `tfcseg models`), a Hugging Face Hub repo id "
     "(user/repo, optionally @revision), or a local checkpoint folder or file "
-    "(tfcseg, transformers SegFormer, NVlabs/mmseg .pth). Default: the model shipped in weights/."
+    "(tfcseg, transformers SegFormer, NVlabs/mmseg .pth)."
 )
+MODEL_HELP = MODEL_SOURCE_HELP + " Default: the model shipped in weights/."
 
 # The repository's weights/ folder (an editable install keeps the package beside it).
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent.parent / "weights"

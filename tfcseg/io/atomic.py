@@ -1,142 +1,225 @@
-"""Atomic file and folder writing: a crash never leaves a half-written file (or a folder mixing
-old and new files) under the final name."""
+"""Atomic file writing: a crash never leaves a half-written file under the final name.
+
+Temporaries live beside their final name and are named after it and after the process that
+writes them: `.<name>.<host>-<pid>-<random>.tmp<suffix>`. A process killed outright
+(SIGKILL, a power cut) cannot remove its temporaries; `sweep_stale` removes those of dead
+processes of this machine later, and never anything else (not a live run's, not another
+machine's on a shared disk, not a file of the user's).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno as errno_codes
+import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import TfcsegError
+from ..errors import WriteError
 
 # The process's umask, read once at import (os.umask can only be read by setting it, which
 # is not thread-safe later on).
 UMASK = os.umask(0)
 os.umask(UMASK)
 
+# This machine, in temporaries' names (a shared disk may hold another machine's live ones).
+HOST_TAG = hashlib.blake2s(socket.gethostname().encode(), digest_size=3).hexdigest()
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[a-z0-9_]+\.tmp(\.[^./]*)?$")
 
-@contextlib.contextmanager
-def atomic_path(final: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success rename it onto `final`.
+# What ran out or what is in the way, in words, for the OS errors a write meets.
+_REASONS = {
+    errno_codes.ENOSPC: "the disk is full (no space left on device)",
+    errno_codes.EDQUOT: "the disk quota is used up",
+    errno_codes.EROFS: "the file system is read-only",
+    errno_codes.EACCES: "permission denied",
+    errno_codes.EPERM: "permission denied",
+    errno_codes.EFBIG: "the file is too large for the file system",
+    errno_codes.EIO: "input/output error (a failing disk or a lost network share?)",
+    errno_codes.EMFILE: "too many open files",
+    errno_codes.ENOTDIR: "a file is in the way of a folder",
+    errno_codes.EEXIST: "a file is in the way",
+    errno_codes.EISDIR: "a folder is in the way",
+}
 
-    On an exception the temporary file is removed and `final` is left untouched; an OSError
-    (no space, no permission, a folder in the way) becomes a one-line `TfcsegError`.
-    `suffix` defaults to the final name's suffix (some writers pick a format from it).
-    """
+
+def describe_os_error(exc: OSError) -> str:
+    """What went wrong with a write, in words: "the disk is full (no space left on device)"."""
+    return _REASONS.get(exc.errno, exc.strerror or str(exc))
+
+
+def write_error(path: str | Path, exc: OSError, what: str = "could not write") -> WriteError:
+    """A one-line `WriteError` for `path` from an OSError."""
+    reason = describe_os_error(exc)
+    return WriteError(f"{path}: {what} ({reason})", reason=reason, errno=exc.errno)
+
+
+def temp_prefix(name: str) -> str:
+    """The start of this process's temporaries for final name `name` (see the module doc)."""
+    return f".{name}.{HOST_TAG}-{os.getpid()}-"
+
+
+def make_temp(final: str | Path, suffix: str | None = None, folder: bool = False) -> Path:
+    """An empty temporary file (or folder) beside `final`, named as `sweep_stale` knows.
+
+    Files get the usual mode (0666 less the umask), folders 0777 less the umask: mkstemp and
+    mkdtemp make them owner-only. `suffix` defaults to the final name's suffix."""
     final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=temp_prefix(final), suffix=".tmp" + (final.suffix if suffix is None else suffix),
-            dir=final.parent,
-        )
-        os.close(fd)
-    except OSError as exc:
-        raise TfcsegError(f"{final}: cannot write here ({exc.strerror or exc})") from None
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~UMASK)  # mkstemp makes it owner-only; keep the usual mode
-        os.replace(tmp_path, final)
-    except OSError as exc:
-        tmp_path.unlink(missing_ok=True)
-        raise TfcsegError(f"{final}: could not write ({exc.strerror or exc})") from None
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+    end = ".tmp" + (final.suffix if suffix is None else suffix)
+    if folder:
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=end, dir=final.parent))
+        os.chmod(tmp, 0o777 & ~UMASK)
+        return tmp
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(final.name), suffix=end, dir=final.parent)
+    os.close(fd)
+    os.chmod(name, 0o666 & ~UMASK)
+    return Path(name)
 
 
-def atomic_write_bytes(final: str | Path, data: bytes) -> None:
-    with atomic_path(final) as tmp:
-        tmp.write_bytes(data)
+def is_temporary(name: str) -> bool:
+    """Whether `name` is a temporary's name (any writer's, see the module doc)."""
+    return _TEMP_RE.match(name) is not None
 
 
-def atomic_write_text(final: str | Path, text: str) -> None:
-    atomic_write_bytes(final, text.encode("utf-8"))
-
-
-# ---- temporaries beside a final name, and folders swapped in whole --------------------------------
-#
-# A temporary is named `.<final name>.<pid>-<random>.tmp<suffix>` beside its final name, so that a
-# later run can tell a leftover of a dead process (removed) from the work of a live one (kept).
-
-
-def temp_prefix(final: Path) -> str:
-    return f".{final.name}.{os.getpid()}-"
-
-
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine still runs (a zombie counts as gone). Where this
+    cannot be told (Windows), True: nothing of a possibly live process is ever removed."""
+    if pid <= 0:
+        return False
     if pid == os.getpid():
         return True
-    if os.name == "nt":  # os.kill(pid, 0) is not a probe on Windows: assume the writer lives
+    if os.name == "nt":
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
-
-
-def remove_stale_temps(final: str | Path, suffix: str = "") -> list[Path]:
-    """Remove the temporaries of `final` that a killed run left beside it (SIGKILL, power
-    loss): `.<name>.<pid>-<random>.tmp<suffix>` whose process is gone, and the pid-less
-    `.<name>.<random>.tmp<suffix>` of older versions. Returns what was removed."""
-    final = Path(final)
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.(?:(\d+)-)?[A-Za-z0-9_]+\.(?:tmp|old){re.escape(suffix)}")
-    removed = []
+    except OSError:
+        return True  # it exists but is another user's
     try:
-        entries = list(final.parent.iterdir())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def sweep_stale(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporaries that dead processes of this machine left in `folder` (only
+    those of final name `name`, when given); the paths removed. Never raises."""
+    removed: list[Path] = []
+    try:
+        entries = list(Path(folder).iterdir())
     except OSError:
         return removed
-    for entry in entries:
-        m = pattern.fullmatch(entry.name)
-        if m is None or (m[1] is not None and _pid_alive(int(m[1]))):
+    for path in entries:
+        m = _TEMP_RE.match(path.name)
+        if (m is None or m["host"] != HOST_TAG or (name is not None and m["name"] != name)
+                or pid_alive(int(m["pid"]))):
             continue
         try:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
             else:
-                entry.unlink()
-            removed.append(entry)
+                path.unlink()
+            removed.append(path)
         except OSError:
             pass
     return removed
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path, suffix: str | None = None, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; on success rename it onto `final`.
+
+    On an exception the temporary file is removed and `final` is left untouched; an OSError
+    (no space, no permission, a folder in the way) becomes a one-line `WriteError` that
+    says what ran out or what is in the way. `suffix` defaults to the final name's suffix
+    (some writers pick a format from it). `durable`: flush the file to the disk before the
+    rename (checkpoints: a power cut then leaves the old file or the new one).
+    """
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = make_temp(final, suffix)
+    except OSError as exc:
+        raise write_error(final, exc, "cannot write here") from None
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~UMASK)  # writers may have replaced the file
+        if durable:
+            _fsync_file(tmp_path)
+        os.replace(tmp_path, final)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise write_error(final, exc) from None
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(final: str | Path, data: bytes, durable: bool = False) -> None:
+    with atomic_path(final, durable=durable) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(final: str | Path, text: str, durable: bool = False) -> None:
+    atomic_write_bytes(final, text.encode("utf-8"), durable=durable)
 
 
 class AtomicFolder:
     """A folder written under a temporary name beside `final` and swapped in whole by
     `commit()`: readers see the old folder or the complete new one, never a mix of the two
     (a rerun that writes fewer files leaves none of the old ones). `abort()` removes the
-    temporary; the old folder is untouched until `commit()`.
+    temporary; the old folder is untouched until `commit()`. A killed run's temporary folder
+    is swept by the next one.
 
-    The swap is two renames (old -> `.<name>.<pid>-old.old`, new -> final); a crash between
-    them leaves the old folder under that name, removed as stale by the next run."""
+    The swap is two renames (old -> a temporary name, new -> final); a crash between them
+    leaves the old folder under that temporary name, swept as stale by the next run."""
 
     def __init__(self, final: str | Path) -> None:
         self.final = Path(final)
         try:
             self.final.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(self.final)
-            self.tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(self.final), suffix=".tmp",
-                                              dir=self.final.parent))
-            os.chmod(self.tmp, 0o777 & ~UMASK)  # mkdtemp makes it owner-only
+            sweep_stale(self.final.parent, self.final.name)
+            self.tmp = make_temp(self.final, suffix="", folder=True)
         except OSError as exc:
-            raise TfcsegError(f"{self.final.parent}: cannot write there ({exc.strerror or exc})") from None
+            raise write_error(self.final.parent, exc, "cannot write there") from None
 
     def commit(self) -> Path:
-        old = self.final.with_name(f"{temp_prefix(self.final)}old.old")
+        old = self.final.with_name(f"{temp_prefix(self.final.name)}old.tmp")
         try:
             if self.final.exists():
                 os.replace(self.final, old)
             os.replace(self.tmp, self.final)
         except OSError as exc:
-            raise TfcsegError(f"{self.final}: could not replace it ({exc.strerror or exc})") from None
+            raise write_error(self.final, exc, "could not replace it") from None
+        fsync_folder(self.final.parent)
         shutil.rmtree(old, ignore_errors=True)
         return self.final
 

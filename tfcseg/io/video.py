@@ -29,6 +29,7 @@ import math
 import os
 import queue
 import re
+import secrets
 import struct
 import subprocess
 import sys
@@ -44,7 +45,7 @@ import cv2
 import numpy as np
 
 from ..errors import TfcsegError
-from .atomic import UMASK, remove_stale_temps, temp_prefix
+from .atomic import UMASK, make_temp, sweep_stale, write_error
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # What a folder or a glob of videos is made of (a single file of any name is read as a video).
@@ -491,6 +492,17 @@ class FrameSource:
             self._stop_reading()
             self._prefetcher.close()
 
+    def audio_source(self) -> AudioSource | None:
+        """Where the audio of this source is read from for an output (None: no audio). A
+        live source's audio is its capture, saved while reading (removed by the writer)."""
+        if not self.info.audio:
+            return None
+        if self.audio_capture is not None:
+            return AudioSource(str(self.audio_capture), (), self.info.audio, temporary=True)
+        if self.info.live:
+            return None
+        return AudioSource(str(self.info.path), self.info.input_args, self.info.audio)
+
     def remove_temporaries(self) -> None:
         """Remove what the reader saved on the side (a live source's audio)."""
         if self.audio_capture is not None:
@@ -834,10 +846,8 @@ def open_frames(source: str | Path, start: float | None = None, end: float | Non
         info = probe_video(text)
         sel = Selection.from_times(info.avg_fps or info.fps, start, end, stride)
         src: FrameSource = VideoFileSource(info, sel, 2 if realtime else queue_size, realtime)
-        if capture_audio and info.live and info.audio:
-            fd, tmp = tempfile.mkstemp(prefix="tfcseg-audio-", suffix=".mka")
-            os.close(fd)
-            src.audio_capture = Path(tmp)
+        if capture_audio and info.live and info.audio:  # made by ffmpeg when reading starts
+            src.audio_capture = Path(tempfile.gettempdir()) / f"tfcseg-audio-{os.getpid()}-{secrets.token_hex(6)}.mka"
     elif path.is_file():
         info = probe_video(path)
         sel = Selection.from_times(info.avg_fps or info.fps, start, end, stride)
@@ -887,7 +897,7 @@ def ensure_writable_folder(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise TfcsegError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+        raise write_error(folder, exc, "cannot write there") from None
 
 
 def _rate_arg(rate: Fraction) -> str:
@@ -952,6 +962,7 @@ class AudioSource:
     source: str
     input_args: tuple[str, ...] = ()
     codecs: tuple[str, ...] = ()
+    temporary: bool = False  # a saved capture: the writer removes it when done
 
 
 class VideoWriter:
@@ -1003,6 +1014,7 @@ class VideoWriter:
             raise TfcsegError(f"{self.path}: exists already (use overwrite=True to replace it)",
                               options=("overwrite",))
         ensure_writable_folder(self.path.parent)
+        sweep_stale(self.path.parent, self.path.name)  # what a killed earlier run left
         self._muxer = muxer
         self._proc: subprocess.Popen | None = None
         self._tmp: Path | None = None
@@ -1015,13 +1027,12 @@ class VideoWriter:
         return even_size(self.width, self.height)
 
     def _temp(self) -> Path:
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=".tmp" + self.path.suffix,
-                                   dir=self.path.parent)
-        os.close(fd)
-        return Path(tmp)
+        try:
+            return make_temp(self.path)
+        except OSError as exc:
+            raise write_error(self.path, exc, "cannot write here") from None
 
     def open(self) -> "VideoWriter":
-        remove_stale_temps(self.path, self.path.suffix)  # left by a killed run
         self._tmp = self._temp()
         w, h = self.output_size
         vf = "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p"
@@ -1124,6 +1135,10 @@ class VideoWriter:
         self.audio_streams = 0
         self.warnings.append(f"{self.path}: the audio could not be kept ({failure}); the video has no sound")
 
+    def _drop_capture(self) -> None:
+        if self.audio is not None and self.audio.temporary:
+            Path(self.audio.source).unlink(missing_ok=True)
+
     def close(self) -> Path:
         """Finish the file (and add the audio) and rename it onto the final name."""
         if self.frames == 0:
@@ -1144,13 +1159,17 @@ class VideoWriter:
             if self.audio is not None:
                 self.audio_streams = -1  # set by the probe below
                 self._mux_audio()
+                self._drop_capture()
                 if self.audio_streams == -1:
                     self.audio_streams = len(probe_video(self._tmp).audio)
+            os.chmod(self._tmp, 0o666 & ~UMASK)
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise write_error(self.path, exc) from None
         except BaseException:
             self.abort()
             raise
-        os.chmod(self._tmp, 0o666 & ~UMASK)  # mkstemp made it owner-only
-        os.replace(self._tmp, self.path)
         self._tmp = None
         return self.path
 
@@ -1169,6 +1188,7 @@ class VideoWriter:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
         self._tmp = self._muxed = None
+        self._drop_capture()
 
     def __enter__(self) -> "VideoWriter":
         return self

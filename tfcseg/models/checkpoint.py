@@ -9,6 +9,7 @@ Loading is strict and never unpickles: `.bin`/`.pth` files are read with
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import zipfile
@@ -20,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, write_error
 from .config import CONFIG_NAME, VARIANTS, WEIGHTS_NAME, ModelConfig
 from .segformer import TFCSegFormer
 
@@ -257,24 +258,44 @@ def load_state_dict_strict(model: TFCSegFormer, sd: dict[str, torch.Tensor], sou
         problems.append(f"shape mismatch (checkpoint vs model): {_names(shapes, 4)}")
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
+    # NaN weights would label every pixel as class 0 without a word
+    broken = sorted(k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise CheckpointError(f"{source}: non-finite weights (NaN or Inf) in {len(broken)} tensor(s): "
+                              f"{_names(broken)}; the checkpoint is broken (saved from a diverged run?)")
     model.load_state_dict(sd, strict=False)
 
 
 # ---- folders -------------------------------------------------------------------------
 
 
-def save_checkpoint(model: TFCSegFormer, folder: str | Path) -> Path:
+def save_checkpoint(model: TFCSegFormer, folder: str | Path, durable: bool = False) -> Path:
     """Write `config.json` + `model.safetensors` into `folder`.
 
     Both files are written completely under temporary names first and then renamed into
     place one right after the other, so a failure while writing leaves any previous
-    checkpoint in `folder` untouched (and never a half-written file)."""
+    checkpoint in `folder` untouched (and never a half-written file); a full disk or another
+    OS error is a one-line `WriteError`. `durable`: flush both to the disk before renaming."""
     folder = Path(folder)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as weights_tmp, atomic_path(folder / CONFIG_NAME) as config_tmp:
-        save_file(tensors, str(weights_tmp), metadata={"format": "pt", "producer": "tfcseg"})
-        model.config.save(config_tmp)
+    with atomic_path(folder / WEIGHTS_NAME, durable=durable) as weights_tmp, \
+            atomic_path(folder / CONFIG_NAME, durable=durable) as config_tmp:
+        try:
+            save_file(tensors, str(weights_tmp), metadata={"format": "pt", "producer": "tfcseg"})
+        except SafetensorError as exc:
+            raise write_error(folder / WEIGHTS_NAME, _os_error(exc)) from None
+        config_tmp.write_text(model.config.dumps())
     return folder
+
+
+def _os_error(exc: Exception) -> OSError:
+    """The OSError inside a safetensors error ("... I/O error: No space left on device (os
+    error 28)"); the error itself when it holds none."""
+    m = re.search(r"os error (\d+)", str(exc))
+    if m is None:
+        raise exc
+    code = int(m[1])
+    return OSError(code, os.strerror(code))
 
 
 def _is_hf_config(data: dict[str, Any]) -> bool:
@@ -343,7 +364,11 @@ def build_from_checkpoint(source: str | Path, device: str | torch.device = "cpu"
 
 
 def convert_checkpoint(source: str | Path, dest: str | Path) -> ModelConfig:
-    """Convert any supported checkpoint into a tfcseg folder at `dest`."""
+    """Convert any supported checkpoint into a tfcseg folder at `dest` (not the source's own
+    folder, nor one inside or around it: see `check_destination`)."""
+    from ..io.folders import check_destination
+
+    check_destination(dest, source)
     model = build_from_checkpoint(source)
     save_checkpoint(model, dest)
     return model.config

@@ -167,12 +167,17 @@ class ModelConfig:
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: invalid config: {exc}") from None
 
-    def save(self, path: str | Path) -> None:
+    def dumps(self) -> str:
+        """The text of `config.json`."""
         from .. import __version__
-        from ..io.atomic import atomic_write_text
 
         data = {"format": "tfcseg", "tfcseg_version": __version__, **self.to_dict()}
-        atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+        return json.dumps(data, indent=2) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        from ..io.atomic import atomic_write_text
+
+        atomic_write_text(Path(path), self.dumps())
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import TfcsegError
-from ..io.atomic import atomic_write_text
+from ..errors import TfcsegError, WriteError
+from ..io.atomic import (atomic_path, atomic_write_text, describe_os_error, fsync_folder, sweep_stale,
+                         write_error)
 from ..models.checkpoint import save_checkpoint
 from ..models.config import CONFIG_NAME, WEIGHTS_NAME
 
@@ -78,15 +79,21 @@ def seed_all(seed: int) -> None:
 
 def swap_in(tmp: Path, final: Path) -> None:
     """Replace folder `final` by folder `tmp`: final -> .old, tmp -> final, drop .old.
-    Between the two renames only `.old` exists; `recover` puts it back after a crash."""
+    Between the two renames only `.old` exists; a failed second rename puts it back at
+    once, and `recover` does so after a crash."""
     old = final.with_name(f".{final.name}.old")
     if old.exists():
         shutil.rmtree(old)
     if final.exists():
         os.replace(final, old)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        raise
     if old.exists():
-        shutil.rmtree(old)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def recover(final: Path) -> None:
@@ -107,6 +114,7 @@ def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     last = out / "last"
     recover(last)
     recover(out / "best")
+    sweep_stale(out)  # temporaries of a run killed while writing train_config.json / metrics.jsonl
     has_last = (last / STATE_NAME).is_file()
     if resume and not has_last:
         raise TfcsegError(f"{last}: nothing to resume (no {STATE_NAME}); start without resume=True",
@@ -131,26 +139,60 @@ def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
 
 def write_checkpoint(model: torch.nn.Module, final: Path, extra: dict[str, Any] | None = None) -> None:
     """`final` = the model's checkpoint folder plus `extra` files (name -> tensors/plain data
-    for `torch.save`, or str for text), written beside it and swapped in."""
+    for `torch.save`, or str for text), written beside it, flushed to the disk and swapped in.
+
+    A full disk or another OS error raises a one-line `WriteError` (its `reason` says what
+    ran out); `final` is then the previous checkpoint, untouched, and no temporary is left."""
     tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_checkpoint(model, tmp)
-    for name, data in (extra or {}).items():
-        if isinstance(data, str):
-            atomic_write_text(tmp / name, data)
-        else:
-            torch.save(data, tmp / name)
-    swap_in(tmp, final)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_checkpoint(model, tmp, durable=True)
+        for name, data in (extra or {}).items():
+            if isinstance(data, str):
+                atomic_write_text(tmp / name, data, durable=True)
+            else:
+                with atomic_path(tmp / name, durable=True) as part, open(part, "wb") as f:
+                    _torch_save(data, f)
+        swap_in(tmp, final)
+        fsync_folder(final.parent)
+    except OSError as exc:
+        reason = describe_os_error(exc)
+        raise WriteError(f"{final}: could not save the checkpoint: {reason}", reason=reason,
+                         errno=exc.errno) from None
+    except WriteError as exc:
+        raise WriteError(f"{final}: could not save the checkpoint: {exc.reason}", reason=exc.reason,
+                         errno=exc.errno) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _torch_save(data: Any, f) -> None:
+    """`torch.save` into an open file, a failed write raised as its OSError (a full disk).
+
+    Through a Python file the write's OSError reaches us, though torch's zip writer, failing
+    to finish the file next, raises "unexpected pos" (a RuntimeError) on top of it."""
+    try:
+        torch.save(data, f)
+    except RuntimeError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def read_state(out: Path) -> dict[str, Any]:
     """The saved training state of `<out>/last` (tensors and plain types only)."""
     path = out / "last" / STATE_NAME
     try:
+        if path.stat().st_size == 0:
+            raise ValueError("the file is empty")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable state is the user's file
-        raise TfcsegError(f"{path}: not a readable training state ({str(exc).splitlines()[0]})") from None
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TfcsegError(f"{path}: not a readable training state ({why})") from None
     if not isinstance(state, dict) or state.get("format") != "tfcseg-train-state":
         raise TfcsegError(f"{path}: not a tfcseg training state")
     return state
@@ -163,8 +205,11 @@ class MetricsLog:
         self.path = out / METRICS_NAME
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
 
     def truncate(self, upto: int) -> None:
         """Drop records after iteration `upto` (a resumed run writes them again)."""

@@ -20,6 +20,7 @@ global RNG that dropout and drop-path use.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import signal
@@ -34,11 +35,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import TfcsegError
+from ..errors import Terminated, TfcsegError, WriteError
 from ..io.atomic import atomic_write_text
+from ..io.lock import FolderLock
 from ..models.checkpoint import load_state_dict_strict, read_checkpoint
 from ..models.config import ModelConfig
 from ..models.segformer import TFCSegFormer
+from ..runtime import fast_bf16
 from .checkpoints import (BEST_NAME, STATE_NAME, MetricsLog, prepare_out, read_state, rng_state, seed_all,
                           set_rng_state, write_checkpoint)
 from .config import TrainConfig
@@ -50,6 +53,28 @@ from .optim import build_optimizer, restore_optimizer
 # change would make the resumed run differ from an uninterrupted one.
 RESUMABLE_CHANGES = {"resume", "overwrite", "progress", "workers", "max_minutes", "stop_at", "out",
                      "data_root", "eval_every", "save_every", "log_every", "command"}
+
+
+# Settings that make the model (its architecture and starting weights): a resumed run
+# continues the model in `last/`, so a change here is refused rather than ignored.
+MODEL_SETTINGS = ("variant", "init", "model_overrides")
+
+
+def _model_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """How the model settings of `new` differ from `old` (two `TrainConfig.to_dict()`s):
+    ["variant b0 -> b1", "decoder_dim 32 -> 64", ...]."""
+    def shown(v: Any) -> str:
+        return "unset" if v is None else json.dumps(v, sort_keys=True)
+
+    changes = []
+    for key in ("variant", "init"):
+        if old.get(key) != new.get(key):
+            changes.append(f"{key} {shown(old.get(key))} -> {shown(new.get(key))}")
+    a, b = old.get("model_overrides") or {}, new.get("model_overrides") or {}
+    for key in sorted(a.keys() | b.keys()):
+        if json.dumps(a.get(key), sort_keys=True) != json.dumps(b.get(key), sort_keys=True):
+            changes.append(f"{key} {shown(a.get(key))} -> {shown(b.get(key))}")
+    return changes
 
 
 class NonFiniteLoss(TfcsegError):
@@ -69,10 +94,12 @@ class _ClipStep(nn.Module):
 
 
 class _Stopper:
-    """First Ctrl-C / SIGTERM: finish the current iteration, save, stop. Second: interrupt."""
+    """First Ctrl-C / SIGTERM: finish the current iteration, save, stop (`signum` says which
+    signal). Second: interrupt at once."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> "_Stopper":
@@ -83,8 +110,9 @@ class _Stopper:
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         self.requested = True
+        self.signum = signum
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -104,7 +132,29 @@ class Trainer:
         self.procs = Processes(cfg.device)
         self.device, self.is_main = self.procs.device, self.procs.is_main
         self.world, self.rank = self.procs.world, self.procs.rank
+        self.stopped_by: int | None = None  # the signal (SIGINT / SIGTERM) that stopped run()
+        # One run per folder: rank 0 holds `<out>/.tfcseg.lock` until close().
+        self._lock = FolderLock(self.out, "training run", "wait for it to end, or choose another --out")
+        made_out = not self.out.exists()
+        try:
+            self._setup()
+        except BaseException:
+            self._lock.release()
+            self.procs.close()
+            if made_out and self.is_main:  # leave no empty folder behind a refused start
+                try:
+                    self.out.rmdir()
+                except OSError:
+                    pass
+            raise
+
+    def _setup(self) -> None:
+        cfg = self.cfg
         if self.is_main:
+            stale = self._lock.acquire()
+            if stale is not None:
+                self._say(f"[yellow]warning:[/] {self.out}: took over the lock of training process "
+                          f"{stale}, which is no longer running")
             prepare_out(self.out, cfg.resume, cfg.overwrite)
         self.procs.barrier()
         self.log = MetricsLog(self.out)
@@ -114,8 +164,12 @@ class Trainer:
         self._build_data()
         self._build_model()
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        amp = cfg.amp
+        if amp == "auto":
+            amp = "bf16" if fast_bf16(self.device) else "off"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.amp = amp  # resolved: off | bf16 | fp16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         # progress: iterations done, data epoch and batch position in it, best val mIoU
         self.iteration, self.epoch, self.position, self.best_miou = 0, 0, 0, -1.0
         self._rng_to_restore: dict[str, Any] | None = None  # this rank's saved RNG state
@@ -164,13 +218,20 @@ class Trainer:
                         latest_eval = self.evaluate()
                     over_time = cfg.max_minutes is not None and (time.monotonic() - t0) / 60 >= cfg.max_minutes
                     if self.procs.any(stopper.requested or over_time) and it < end:
-                        stopped = "interrupted" if stopper.requested else "time budget reached"
+                        if stopper.requested:
+                            stopped, self.stopped_by = "interrupted", stopper.signum
+                        elif over_time:
+                            stopped = "time budget reached"
+                        else:  # another rank got the signal: launchers stop jobs with SIGTERM
+                            stopped, self.stopped_by = "interrupted", signal.SIGTERM
                         break
                     if it % cfg.save_every == 0:
                         self.save_last()
                 self.procs.broadcast_buffers(self.model)
                 if self._last_saved != self.iteration:
                     self.save_last()
+        except WriteError as exc:
+            raise self._write_failed(exc) from None
         finally:
             if display:
                 display.stop()
@@ -184,7 +245,8 @@ class Trainer:
             "best_miou": self.best_miou if self.best_miou >= 0 else None,
             "final_miou": latest_eval.get("miou") if latest_eval and self.iteration == cfg.iters else None,
             "stopped": stopped or ("done" if self.iteration >= cfg.iters else "stop_at"),
-            "checkpoint": str(self.out / "last"), "world_size": self.world,
+            "checkpoint": str(self.out / "last"), "world_size": self.world, "amp": self.amp,
+            "signal": signal.Signals(self.stopped_by).name if self.stopped_by else None,
         }
         if stopped:
             self._say(f"[yellow]{stopped}[/] at iteration {self.iteration}; "
@@ -214,7 +276,7 @@ class Trainer:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         # DDP averaged the gradients, so every rank sees the same norm. fp16's scaler skips
         # the step itself on an overflow.
-        if cfg.amp != "fp16" and not bool(torch.isfinite(grad_norm)):
+        if self.amp != "fp16" and not bool(torch.isfinite(grad_norm)):
             raise self._nonfinite("gradient", parts.seg, parts.bce, loss)
         self._step_lr = next(g["lr"] for g in self.optimizer.param_groups if g["name"].startswith("encoder"))
         self.scaler.step(self.optimizer)
@@ -261,8 +323,15 @@ class Trainer:
         self.procs.barrier()
 
     def close(self) -> None:
-        """Leave the process group if this trainer created it."""
+        """Release the run folder and leave the process group if this trainer created it."""
+        self._lock.release()
         self.procs.close()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---- building ------------------------------------------------------------------------------
     def _build_data(self) -> None:
@@ -381,8 +450,15 @@ class Trainer:
 
     def _restore(self, state: dict[str, Any]) -> None:
         old = json.loads(state["train_config"])
-        changed = sorted(k for k, v in self.cfg.to_dict().items()
-                         if k not in RESUMABLE_CHANGES and json.dumps(old.get(k)) != json.dumps(v))
+        new = self.cfg.to_dict()
+        model_changes = _model_changes(old, new)
+        if model_changes:
+            raise TfcsegError(f"{self.out}: resuming cannot change the model ({'; '.join(model_changes)}); "
+                              "resume with the settings the run started with, or start a new run with "
+                              "overwrite=True", options=("overwrite",))
+        changed = sorted(k for k, v in new.items()
+                         if k not in RESUMABLE_CHANGES and k not in MODEL_SETTINGS
+                         and json.dumps(old.get(k)) != json.dumps(v))
         if changed:
             self._say(f"[yellow]warning:[/] resuming with changed settings: {', '.join(changed)} "
                       "(the run will not equal an uninterrupted one)")
@@ -426,6 +502,17 @@ class Trainer:
         return NonFiniteLoss(f"{self.out}: non-finite {what} at iteration {it} "
                              f"(seg {float(seg):.4g}, bce {float(bce):.4g}); training stopped, {keep}")
 
+    def _write_failed(self, exc: WriteError) -> WriteError:
+        """A failed write (a full disk...) as one line: what ran out, where the run stands."""
+        fix = ("free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that")
+        if self._last_saved >= 0:
+            keep = (f"the checkpoint of iteration {self._last_saved} in {self.out / 'last'} is intact; "
+                    f"{fix} and continue with resume=True")
+        else:
+            keep = f"no checkpoint was saved yet; {fix} and start again"
+        return WriteError(f"{exc}; training stopped at iteration {self.iteration}, {keep}",
+                          reason=exc.reason, errno=exc.errno, options=("resume",))
+
     def _log_window(self, window: dict[str, float], n: int, seconds: float) -> dict[str, Any]:
         keys = sorted(window)
         sums = dict(zip(keys + ["_n"], self.procs.sum([window[k] for k in keys] + [float(n)])))
@@ -450,7 +537,7 @@ class Trainer:
 
     def _say(self, msg: str) -> None:
         if self.is_main:
-            self.console.print(msg, highlight=False)
+            self.console.print(msg, highlight=False, soft_wrap=True)  # one line, never wrapped
 
     @property
     def console(self):

@@ -1,0 +1,31 @@
+"""Where a command may write a folder: never over its own input, nor the folder it runs in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import TfcsegError
+
+
+def check_destination(out: str | Path, source: str | Path | None = None) -> None:
+    """Refuse (one-line `TfcsegError`) an output folder that would mix with the input or
+    with the user's other files: the current folder or one holding it; for a checkpoint
+    folder `source`, that folder, one inside it or one around it; for a checkpoint file, the
+    folder holding it or one around that."""
+    dest = Path(out).expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if dest == cwd or dest in cwd.parents:
+        raise TfcsegError(f"{out}: is the current folder or holds it; write into a new folder of its own")
+    if source is None:
+        return
+    src = Path(source).expanduser().resolve()
+    if src.is_dir():
+        if dest == src:
+            raise TfcsegError(f"{out}: is the checkpoint's own folder; write into a new folder of its own")
+        if src in dest.parents:
+            raise TfcsegError(f"{out}: is inside the checkpoint's folder {source}; write into a folder "
+                              "outside it")
+    elif dest == src.parent or dest == src:
+        raise TfcsegError(f"{out}: holds the checkpoint {source}; write into a new folder of its own")
+    if dest in src.parents:
+        raise TfcsegError(f"{out}: holds the checkpoint {source}; write into a new folder of its own")
