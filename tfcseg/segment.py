@@ -496,6 +496,8 @@ def segment_videos(
         from .hub.resolve import load_model
 
         net, model_name = load_model(model, device=dev), str(model) if model is not None else "default"
+    if options.get("classes") is not None:  # a mistake of the command, not of one video: said once
+        resolve_classes(options["classes"], net.config.class_names)
     results: list[dict[str, Any]] = []
     written: list[Path] = []
     with _progress(progress, console) as bar:

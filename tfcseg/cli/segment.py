@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ..errors import TfcsegError, as_flags
@@ -16,7 +15,7 @@ from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
 from ..io.video import ensure_writable_folder, expand_sources
 from ..segment import segment_video, segment_videos
-from . import app, err_console, write_json
+from . import app, err_console, results_console, write_json
 
 
 @app.command()
@@ -64,8 +63,8 @@ def segment(
                                       "frames: 15, 29.97 or 30000/1001 (default 30); a video "
                                       "keeps its own timing."),
     json_file: Optional[str] = typer.Option(None, "--json", metavar="FILE", help="Also save the "
-                                            "summary as JSON ('-': print it to stdout; several "
-                                            "videos: a list, one summary each)."),
+                                            "summary as JSON ('-': print it to stdout; a batch "
+                                            "of videos: a list, one summary each)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output video "
                                    "(and masks)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -79,7 +78,9 @@ def segment(
     sources = expand_sources(inputs)
     if not sources:
         raise TfcsegError("no videos to segment")
-    batch = len(sources) > 1 or output_dir is not None
+    # One path naming one video: one summary. Anything else (several inputs, a folder or glob
+    # of videos, --output-dir): a batch, summarised as a list.
+    batch = len(inputs) > 1 or sources != list(inputs) or output_dir is not None
     if batch and output is not None:
         if output_dir is not None or not output.is_dir():
             raise TfcsegError(f"-o {output}: several videos need a folder for their outputs "
@@ -89,8 +90,7 @@ def segment(
                    side_by_side=side_by_side, legend=legend, start=start, end=end, stride=stride,
                    overwrite=overwrite, fps=fps, precision=precision, audio=audio, classes=classes,
                    realtime=realtime)
-    # With the JSON on stdout, the tables go to stderr.
-    out_console = err_console if json_file == "-" else Console()
+    out_console = results_console(json_file)  # stderr when the JSON goes to stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if batch:
