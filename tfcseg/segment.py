@@ -359,17 +359,18 @@ def segment_video(
             bar.advance(task)
 
         sink = _DrawingThread(draw)
+        ending.start()
         try:
-            with ending:
-                for result in segmenter.segment(frames()):
-                    labels = np.asarray(result.labels)
-                    sink.put(pending.popleft(), labels)
-                    flicker.update(labels)
-                    n_frames += 1
-                    if result.is_keyframe:
-                        n_key += 1
-                    else:
-                        shares.append(float(result.msda_share))
+            for result in segmenter.segment(frames()):
+                labels = np.asarray(result.labels)
+                sink.put(pending.popleft(), labels)
+                flicker.update(labels)
+                n_frames += 1
+                if result.is_keyframe:
+                    n_key += 1
+                else:
+                    shares.append(float(result.msda_share))
+            ending.stop()
             source.close()  # a live source's saved audio is complete before it is muxed
             sink.finish()  # the last frames drawn; re-raises what failed in the thread
             writer.close()
@@ -382,6 +383,7 @@ def segment_video(
                 masks.abort()
             raise
         finally:
+            ending.stop()
             source.close()
         if source.expected is not None and n_frames != source.expected:
             bar.update(task, total=n_frames)
@@ -448,14 +450,13 @@ class _EndOnSignal:
             signal.signal(signum, handler)
         self._previous.clear()
 
-    def __enter__(self) -> "_EndOnSignal":
+    def start(self) -> None:
         if self.source is not None and threading.current_thread() is threading.main_thread():
             for name in self.SIGNALS:
                 if (signum := getattr(signal, name, None)) is not None:
                     self._previous[signum] = signal.signal(signum, self._handle)
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         self._restore()
 
 
