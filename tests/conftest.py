@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -86,3 +87,115 @@ def spliced_video(cut: int, n: int) -> list[np.ndarray]:
 # after a keyframe; across the cut about three quarters do (the tests check both).
 CUT_POLICY = dict(keyframe_interval="auto", keyframe_similarity=0.5, keyframe_changed_share=0.5,
                   max_keyframe_interval=8)
+
+
+# ---- small videos made by ffmpeg, and a local HTTP server ------------------------------------------
+
+
+def ffmpeg_clip(path: Path, seconds: float = 1.0, fps: int = 30, size: tuple[int, int] = (64, 48), *,
+                then: tuple[float, int] | None = None, audio: str | None = None, sar: str | None = None,
+                rotate: int | None = None, fmt: str | None = None) -> Path:
+    """A small video from ffmpeg's test pattern (H.264, no B-frames: quick to make).
+
+    `then=(seconds, fps)` appends a part at another rate: a variable-frame-rate file.
+    `audio`: an audio codec (e.g. "aac", "pcm_s16le") for a 440 Hz tone as long as the video.
+    `sar`: pixel aspect ratio ("4/3": anamorphic). `rotate`: display rotation metadata in
+    degrees (the pixels are stored unrotated)."""
+    import subprocess
+
+    from tfcseg.io.video import ffmpeg_exe
+
+    w, h = size
+    src = f"testsrc=size={w}x{h}:rate={fps}:duration={seconds}"
+    total = seconds
+    cmd = [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", src]
+    chain = "[0:v]"
+    if then is not None:
+        cmd += ["-f", "lavfi", "-i", f"testsrc=size={w}x{h}:rate={then[1]}:duration={then[0]}"]
+        chain = "[0:v][1:v]concat=n=2:v=1:a=0"
+        total += then[0]
+    if sar:
+        chain += f",setsar={sar}" if then else f"setsar={sar}"
+    graph = chain + "[v]" if chain != "[0:v]" else None
+    if audio:
+        cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={total}"]
+    if graph:
+        cmd += ["-filter_complex", graph, "-map", "[v]"]
+    else:
+        cmd += ["-map", "0:v"]
+    if audio:
+        cmd += ["-map", f"{2 if then else 1}:a", "-c:a", audio]
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-fps_mode", "vfr"]
+    if fmt:
+        cmd += ["-f", fmt]
+    target = path if rotate is None else path.with_name("unrotated_" + path.name)
+    subprocess.run(cmd + [str(target)], check=True)
+    if rotate is not None:
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-display_rotation", str(rotate), "-i",
+                        str(target), "-c", "copy", str(path)], check=True)
+        target.unlink()
+    return path
+
+
+def audio_seconds(path: Path) -> float:
+    """How long the first audio stream of `path` plays (decoded, as a player would)."""
+    import subprocess
+
+    from tfcseg.io.video import ffmpeg_exe
+
+    pcm = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le",
+                          "-ac", "1", "-ar", "48000", "-"], check=True, capture_output=True).stdout
+    return len(pcm) / 2 / 48000
+
+
+@contextlib.contextmanager
+def http_server(folder: Path, live: Path | None = None, seconds: float = 2.0):
+    """Serve `folder` on 127.0.0.1 (a free port) from a thread; yields the base URL. With
+    `live`, GET /live sends that file as a live stream: no length, paced over `seconds`."""
+    import functools
+    import http.server
+    import threading
+    import time
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if live is None or self.path != "/live":
+                return super().do_GET()
+            data = live.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.end_headers()
+            step = 188 * 20
+            try:
+                for i in range(0, len(data), step):
+                    self.wfile.write(data[i:i + step])
+                    self.wfile.flush()
+                    time.sleep(seconds * step / len(data))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    Handler.protocol_version = "HTTP/1.0"  # a live stream ends when the connection closes
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A tiny random model saved as a checkpoint (trained-TFC flags, inferring at frame size)."""
+    from tfcseg import save_checkpoint
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_ckpt") / "model"
+    save_checkpoint(TFCSegFormer(tiny_config(tfc_trained=True, inference_short_side=0)), folder)
+    return folder

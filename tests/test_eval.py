@@ -206,6 +206,11 @@ def test_cli_eval_end_to_end(data, model, tmp_path, capsys):
     scored = json.loads((tmp_path / "s.json").read_text())
     for key in ("miou", "wiou", "mvc8", "frames", "skipped_frames"):
         assert scored[key] == result[key], key
+    # --json -: the JSON alone on stdout (the table goes to stderr), no file named "-".
+    rc = main(["eval", "--data-root", str(damaged), "--predictions", str(tmp_path / "p"), "--json", "-", "-q"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert json.loads(out)["miou"] == result["miou"] and "mIoU (%)" in err and not Path("-").exists()
 
 
 def test_cli_eval_errors_are_one_line(data, tmp_path, capsys):

@@ -51,6 +51,7 @@ _EXPORTS = {
     "evaluate_model": "tfcseg.evaluate",
     "score_predictions": "tfcseg.evaluate",
     "segment_video": "tfcseg.segment",
+    "segment_videos": "tfcseg.segment",
     "TrainConfig": "tfcseg.training.config",
     "Trainer": "tfcseg.training.loop",
     "train": "tfcseg.training.loop",

@@ -5,9 +5,15 @@
 
 Streaming end to end: a reader thread decodes a few frames ahead, the `VideoSegmenter`
 holds one keyframe's state, the encoder takes frames as they are drawn. Every selected
-input frame gives one output frame, at the source's exact frame rate (divided by `stride`).
+input frame gives one output frame, at its own presentation time: the output keeps the
+source's timing (a variable frame rate stays variable), pixel aspect and audio (cut to the
+frames written). A live source (camera, stream) is read until it ends or Ctrl-C, and the
+output is then finished, complete and playable. `segment_videos` runs many inputs, one
+output each; a failure is reported in its summary and the others go on.
 
 Masks (`masks_dir`) are index PNGs in the VSPW layout `<masks_dir>/<video>/<frame>.png`,
+written into a fresh folder swapped in when complete (a rerun never mixes old and new masks;
+a folder holding or inside the input is refused),
 with VSPW's mask encoding: value = class id + 1 (0 is VSPW's "others", never written), so
 `tfcseg eval --predictions` reads them like ground-truth masks. 8-bit for up to 254
 classes, 16-bit beyond. `<frame>` is the image's stem for image folders and the frame
@@ -18,10 +24,13 @@ folder gives `<video>`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import queue
 import re
+import signal
 import threading
 import time
+from collections.abc import Collection, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -36,9 +45,10 @@ from rich.text import Text
 
 from .errors import TfcsegError
 from .data.masks import encode_labels
-from .io.atomic import atomic_write_bytes, sweep_stale
+from .io.atomic import AtomicFolder, atomic_write_bytes, is_temporary, sweep_stale
 from .io.overlay import OverlayRenderer
-from .io.video import Frame, FrameSource, VideoWriter, ensure_writable_folder, open_frames
+from .io.video import (Frame, FrameSource, VideoInfo, VideoWriter, ensure_writable_folder, expand_sources,
+                       open_frames)
 from .metrics import FlickerRate
 from .models.segformer import TFCSegFormer
 from .runtime import MODES, PRECISIONS, resolve_device
@@ -58,10 +68,89 @@ def parse_time(value: str | float | int | None, option: str = "--start") -> floa
 
 
 def default_output(source: FrameSource) -> Path:
-    """`<input stem>_tfcseg.mp4` beside the input (beside the frames' folder for images)."""
+    """`<input stem>_tfcseg.mp4` beside the input (beside the frames' folder for images; in
+    the current folder for a URL or camera)."""
     info = source.info
-    where = info.path.parent if info.kind == "video" else (info.folder or info.path).resolve().parent
+    if info.kind == "stream":
+        where = Path(".")
+    elif info.kind == "video":
+        where = info.path.parent
+    else:
+        where = (info.folder or info.path).resolve().parent
     return where / f"{info.name}_tfcseg.mp4"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_mask_folder(mask_folder: Path, info: VideoInfo, output: Path, overwrite: bool) -> None:
+    """Refuse a masks folder that would destroy anything: one that holds the input (its
+    frames, or the video file) or lies inside the input's frames folder, one that would hold
+    the output video, one holding other files than masks; and masks already there without
+    `overwrite`."""
+    target = mask_folder.resolve()
+    if info.kind == "images":
+        frames = (info.folder or Path(info.path)).resolve()
+        if target == frames:
+            raise TfcsegError(f"{mask_folder}: is the folder of the input frames; the masks would replace "
+                              "them: choose another folder for the masks")
+        if _inside(target, frames):
+            raise TfcsegError(f"{mask_folder}: is inside the folder of the input frames ({frames}): "
+                              "choose another folder for the masks")
+        if _inside(frames, target):
+            raise TfcsegError(f"{mask_folder}: holds the input frames ({frames}); replacing it would "
+                              "delete them: choose another folder for the masks")
+    elif info.kind == "video" and _inside(Path(info.path).resolve(), target):
+        raise TfcsegError(f"{mask_folder}: holds the input video ({info.path}); replacing it would "
+                          "delete it: choose another folder for the masks")
+    if _inside(output.resolve(), target):
+        raise TfcsegError(f"{mask_folder}: the masks folder would replace the output video "
+                          f"({output}); choose another folder for the masks")
+    if target.exists():
+        if not target.is_dir():
+            raise TfcsegError(f"{mask_folder}: is a file, not a folder of masks")
+        sweep_stale(target)  # a killed run's temporaries of single masks
+        entries = [e for e in target.iterdir() if not is_temporary(e.name)]
+        others = [e.name for e in entries if not (e.is_file() and e.suffix.lower() == ".png")]
+        if others:
+            raise TfcsegError(f"{mask_folder}: holds other files than masks ({', '.join(sorted(others)[:3])}); "
+                              "it is never replaced: choose another folder for the masks")
+        if entries and not overwrite:
+            raise TfcsegError(f"{mask_folder}: holds masks already (use overwrite=True to replace them)",
+                              options=("overwrite",))
+
+
+def resolve_classes(classes: str | Sequence[str | int], class_names: Sequence[str]) -> list[int]:
+    """Class ids from names (any case; spaces or underscores alike) or ids: `"road,car"`,
+    `["road", 13]`. A name the model does not have is a TfcsegError listing its classes."""
+    items = [c.strip() for c in classes.split(",")] if isinstance(classes, str) else list(classes)
+    items = [c for c in items if str(c).strip() != ""]
+    if not items:
+        raise TfcsegError("classes: name at least one class (e.g. road,car)", options=("classes",))
+
+    def key(name: str) -> str:
+        return re.sub(r"[\s_-]+", " ", str(name).strip().lower())
+
+    by_name = {}
+    for i, name in enumerate(class_names):
+        by_name.setdefault(key(name), i)
+    ids = []
+    for item in items:
+        if isinstance(item, int) or str(item).isdigit():
+            cid = int(item)
+            if not 0 <= cid < len(class_names):
+                raise TfcsegError(f"classes: {item} is not a class id of this model (0..{len(class_names) - 1})",
+                                  options=("classes",))
+        elif key(item) in by_name:
+            cid = by_name[key(item)]
+        else:
+            shown = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "")
+            raise TfcsegError(f"classes: {item!s} is not a class of this model (its classes: {shown})",
+                              options=("classes",))
+        if cid not in ids:
+            ids.append(cid)
+    return ids
 
 
 class _DrawingThread:
@@ -79,7 +168,12 @@ class _DrawingThread:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:  # polled: a wakeup lost to a signal in the main thread cannot hang it
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
             if item is None or self._stop.is_set():
                 return
             try:
@@ -152,7 +246,7 @@ def segment_video(
     stride: int = 1,
     device: str | torch.device = "auto",
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | Progress = True,
     *,
     fps: float | str | Fraction | None = None,
     short_side: int | None = None,
@@ -162,23 +256,35 @@ def segment_video(
     keyframe_changed_share: float | None = None,
     max_keyframe_interval: int | None = None,
     min_keyframe_interval: int | None = None,
+    audio: bool = True,
+    classes: str | Sequence[str | int] | None = None,
+    realtime: bool = False,
+    keep_outputs: Collection[Path] = (),
 ) -> dict[str, Any]:
-    """Segment `input` (a video file, a folder of frames or a glob) into an overlay video.
+    """Segment `input` (a video file, a folder of frames, a glob, a URL or a camera) into an
+    overlay video.
 
-    `model`: a registry name, a Hub id, a local checkpoint, a loaded `TFCSegFormer`, or None
-    for the model shipped in `weights/`. `start`/`end`: seconds (or `[HH:]MM:SS`); `stride`:
-    keep every N-th frame (the output's frame rate is divided by N so its duration is kept).
-    `fps`: frame rate of an image sequence (default 30). `short_side`: inference size
-    (default: the model's). `precision`: fp32, or bf16/fp16 autocast (bf16 on CPUs with
-    AVX512-BF16 or AMX, both on GPUs; labels agree with fp32 on ~99.9% of pixels).
+    `output`: a file (.mp4, .mov, .mkv), or a folder to hold the default name
+    (`<input stem>_tfcseg.mp4`, by default beside the input). `model`: a registry name, a Hub
+    id, a local checkpoint, a loaded `TFCSegFormer`, or None for the model shipped in
+    `weights/`. `start`/`end`: seconds (or `[HH:]MM:SS`) of presentation time, what a player
+    shows; `stride`: keep every N-th frame (each kept frame is shown until the next, so the
+    duration is kept). `fps`: frame rate of an image sequence (default 30). `short_side`:
+    inference size (default: the model's). `precision`: fp32, or bf16/fp16 autocast (bf16 on
+    CPUs with AVX512-BF16 or AMX, both on GPUs; labels agree with fp32 on ~99.9% of pixels).
     `keyframe_interval`: frames per keyframe, or "auto" (keyframes where TFC's similarity
     says the scene changed; `keyframe_similarity`, `keyframe_changed_share`,
     `max_keyframe_interval` and `min_keyframe_interval` tune it, see
-    `tfcseg.segmenter.KeyframePolicy`). Returns the summary (also what `--json` writes):
-    among others `keyframe_indices` (0-based among the frames segmented) and
-    `mean_keyframe_interval` (the mean gap between consecutive keyframes); `warnings` lists
-    lost frames and the like. User mistakes raise `TfcsegError`; the output appears
-    under its final name only when complete.
+    `tfcseg.segmenter.KeyframePolicy`); the summary has `keyframe_indices` (0-based among the
+    frames segmented) and `mean_keyframe_interval`. `audio`: copy the source's audio into the output (False: none). `classes`: draw only
+    these classes (names or ids, e.g. "road,car"); the masks keep all. `realtime`: drop
+    frames to keep up with a live source (counted in `dropped_frames`). `progress`: a bar,
+    or a rich `Progress` to add this video's bar to. `keep_outputs`: files this call must
+    not replace (the outputs of earlier videos in a batch). Returns the summary (also what
+    `--json` writes); `warnings` lists lost frames and the like. User mistakes raise
+    `TfcsegError`; the output appears under its final name only when complete, as do the
+    masks. A live source ends at the first Ctrl-C or SIGTERM (in the main thread) and still
+    gives a complete output (`interrupted` is True).
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
@@ -196,25 +302,26 @@ def segment_video(
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
 
     # Everything that can fail on the user's input fails here, before the model loads.
-    source = open_frames(input, start=start_s, end=end_s, stride=stride, fps=fps)
+    source = open_frames(input, start=start_s, end=end_s, stride=stride, fps=fps,
+                         realtime=realtime, capture_audio=audio)
     info = source.info
     out_path = Path(output).expanduser() if output is not None else default_output(source)
-    if info.kind == "video" and out_path.resolve() == info.path.resolve():
+    if out_path.is_dir():
+        out_path = out_path / default_output(source).name
+    if info.kind == "video" and out_path.resolve() == Path(info.path).resolve():
         raise TfcsegError(f"{out_path}: the output would replace the input")
+    if any(out_path.resolve() == Path(p).resolve() for p in keep_outputs):
+        raise TfcsegError(f"{out_path}: another input of this run was written there; give each "
+                          "video its own output name")
     renderer_size = (2 * info.width if side_by_side else info.width, info.height)
-    writer = VideoWriter(out_path, *renderer_size, source.fps, overwrite=overwrite)
+    writer = VideoWriter(out_path, *renderer_size, source.fps, overwrite=overwrite,
+                         time_base=info.time_base, sar=info.sar, audio=source.audio_source() if audio else None,
+                         variable_rate=info.variable_rate or realtime)
     mask_folder = None
     if masks_dir is not None:
         mask_folder = Path(masks_dir).expanduser() / info.name
-        frames_folder = info.folder if info.kind == "images" else info.path.parent
-        if frames_folder is not None and mask_folder.resolve() == Path(frames_folder).resolve():
-            raise TfcsegError(f"{mask_folder}: is the folder of the input frames; the masks would replace "
-                              "them: choose another folder for the masks")
-        if mask_folder.is_dir() and any(mask_folder.glob("*.png")) and not overwrite:
-            raise TfcsegError(f"{mask_folder}: holds masks already (use overwrite=True to replace them)",
-                              options=("overwrite",))
-        ensure_writable_folder(mask_folder)
-        sweep_stale(mask_folder)  # what a killed earlier run left
+        check_mask_folder(mask_folder, info, out_path, overwrite)
+        ensure_writable_folder(mask_folder.parent)
 
     dev = resolve_device(device)
     if isinstance(model, TFCSegFormer):
@@ -230,8 +337,9 @@ def segment_video(
 
         build.load()
     cfg = net.config
+    shown = resolve_classes(classes, cfg.class_names) if classes is not None else None
     render = OverlayRenderer(cfg.palette, cfg.class_names, opacity=opacity, legend=legend,
-                             side_by_side=side_by_side)
+                             side_by_side=side_by_side, classes=shown)
 
     pending: collections.deque = collections.deque()  # frames handed to the segmenter, not yet drawn
 
@@ -245,17 +353,23 @@ def segment_video(
     n_on_change = 0  # of them, made keyframes by the similarity (auto)
     flicker = FlickerRate()
     shares: list[float] = []  # MSDA share of every non-keyframe
+    masks = AtomicFolder(mask_folder) if mask_folder is not None else None  # swapped in when complete
+    # Ctrl-C (or SIGTERM) ends a live source as its own end would: the output is finished.
+    ending = _EndOnSignal(source if info.live else None)
     t0 = time.perf_counter()
-    with _progress(progress, console) as bar:
+    with _bar_context(progress, console) as bar:
         task = bar.add_task(info.name, total=source.expected)
 
         def draw(frame: Frame, labels: np.ndarray) -> None:  # runs in the drawing thread
-            writer.write(render(frame.rgb, labels))
-            if mask_folder is not None:
-                atomic_write_bytes(mask_folder / f"{frame.name}.png", encode_labels(labels, cfg.num_classes))
+            # Each kept frame is shown until the next one (stride N: N source frames).
+            duration = frame.duration * stride if frame.duration is not None else None
+            writer.write(render(frame.rgb, labels), frame.time, duration)
+            if masks is not None:
+                atomic_write_bytes(masks.tmp / f"{frame.name}.png", encode_labels(labels, cfg.num_classes))
             bar.advance(task)
 
         sink = _DrawingThread(draw)
+        ending.start()
         try:
             for result in segmenter.segment(frames()):
                 labels = np.asarray(result.labels)
@@ -268,19 +382,29 @@ def segment_video(
                     n_on_change += result.keyframe_reason == "change"
                 else:
                     shares.append(float(result.msda_share))
+            ending.stop()
+            source.close()  # a live source's saved audio is complete before it is muxed
             sink.finish()  # the last frames drawn; re-raises what failed in the thread
             writer.close()
+            if masks is not None:
+                masks.commit()
         except BaseException:
             sink.abort()
             writer.abort()
+            if masks is not None:
+                masks.abort()
             raise
         finally:
+            ending.stop()
             source.close()
         if source.expected is not None and n_frames != source.expected:
             bar.update(task, total=n_frames)
+        if isinstance(progress, Progress):
+            bar.remove_task(task)
     seconds = time.perf_counter() - t0
 
     out_w, out_h = writer.output_size
+    duration = float(writer.duration)
     return {
         "input": str(info.path),
         "output": str(out_path),
@@ -295,20 +419,121 @@ def segment_video(
         "fps": n_frames / seconds if seconds > 0 else None,
         "seconds": seconds,
         "lost_frames": source.lost,
+        "dropped_frames": source.dropped,
+        "interrupted": ending.fired,
         "frame_rate": _rate_text(source.fps),
+        "variable_frame_rate": info.variable_rate,
+        "average_frame_rate": n_frames / duration if duration > 0 else None,
         "source_frame_rate": _rate_text(info.fps),
+        "duration": duration,
+        "source_duration": info.duration,
+        "audio_streams": writer.audio_streams,
         "width": info.width,
         "height": info.height,
         "output_width": out_w,
         "output_height": out_h,
+        "sar": _rate_text(info.sar),
+        "classes": [cfg.class_names[c] for c in shown] if shown is not None else None,
         "mode": mode,
         "keyframe_interval": segmenter.keyframe_interval,
         "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
         "precision": precision,
         "model": model_name,
         "device": str(dev),
-        "warnings": list(source.warnings),
+        "warnings": list(source.warnings) + writer.warnings,
     }
+
+
+class _EndOnSignal:
+    """While a live source is read (in the main thread): the first SIGINT or SIGTERM ends the
+    source as its own end would, so the frames read so far are finished into a complete
+    output; the handlers are then restored, and a second signal stops as usual."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, source: FrameSource | None) -> None:
+        self.source = source
+        self.fired = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.fired = True
+        self._restore()
+        self.source.end()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def start(self) -> None:
+        if self.source is not None and threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                if (signum := getattr(signal, name, None)) is not None:
+                    self._previous[signum] = signal.signal(signum, self._handle)
+
+    def stop(self) -> None:
+        self._restore()
+
+
+def _bar_context(progress: bool | Progress, console: Console | None):
+    """A new progress display, or the one a batch shows (its own bar added to it)."""
+    if isinstance(progress, Progress):
+        return contextlib.nullcontext(progress)
+    return _progress(progress, console)
+
+
+def segment_videos(
+    inputs: str | Path | Sequence[str | Path],
+    output_dir: str | Path | None = None,
+    model: str | Path | TFCSegFormer | None = None,
+    progress: bool = True,
+    *,
+    device: str | torch.device = "auto",
+    console: Console | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Segment many videos: paths, folders of videos, globs of videos (a folder or glob of
+    images is one video), URLs. One output each, into `output_dir` (created) or beside each
+    input; the model is loaded once. Returns one summary per video, in order; a video that
+    fails has `error` (the message) in its summary and the others go on. `options` are
+    `segment_video`'s."""
+    sources = expand_sources(inputs)
+    if not sources:
+        raise TfcsegError("no videos to segment")
+    if output_dir is not None:
+        out_dir = Path(output_dir).expanduser()
+        if out_dir.exists() and not out_dir.is_dir():
+            raise TfcsegError(f"{out_dir}: is a file, not a folder for the outputs")
+        ensure_writable_folder(out_dir)
+    dev = resolve_device(device)
+    if isinstance(model, TFCSegFormer):
+        net, model_name = model, "(in memory)"
+    else:
+        from .hub.resolve import load_model
+
+        net, model_name = load_model(model, device=dev), str(model) if model is not None else "default"
+    if options.get("classes") is not None:  # a mistake of the command, not of one video: said once
+        resolve_classes(options["classes"], net.config.class_names)
+    results: list[dict[str, Any]] = []
+    written: list[Path] = []
+    with _progress(progress, console) as bar:
+        overall = bar.add_task("videos", total=len(sources))
+        for text in sources:
+            try:
+                summary = segment_video(text, output_dir, net, device=dev, progress=bar if progress else False,
+                                        console=console, keep_outputs=written, **options)
+                summary["model"] = model_name
+                summary["error"] = None
+                written.append(Path(summary["output"]))
+            except TfcsegError as exc:
+                summary = {"input": text, "output": None, "error": str(exc), "error_options": list(exc.options)}
+            except Exception as exc:  # noqa: BLE001 - one video's failure must not stop the rest
+                summary = {"input": text, "output": None, "error": f"{type(exc).__name__}: {exc}",
+                           "error_options": []}
+            results.append(summary)
+            bar.advance(overall)
+    return results
 
 
 def _rate_text(rate: Fraction) -> str:

@@ -71,3 +71,30 @@ def test_write_errors_say_what_is_wrong(tmp_path):
     with pytest.raises(WriteError, match=r"dir.json: could not write \(a folder is in the way\)"):
         atomic_write_text(tmp_path / "dir.json", "{}")
     assert os.listdir(tmp_path / "dir.json") == [] and sorted(os.listdir(tmp_path)) == ["dir.json", "file"]
+
+
+def test_atomic_folder_swaps_in_whole_and_cleans_up(tmp_path):
+    import subprocess
+    import sys
+
+    from tfcseg.io.atomic import HOST_TAG, AtomicFolder
+
+    final = tmp_path / "masks"
+    final.mkdir()
+    for name in ("0.png", "1.png", "2.png"):
+        (final / name).write_text("old")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f".masks.{HOST_TAG}-{int(dead.stdout)}-abcd.tmp"  # a killed run's
+    stale.mkdir()
+    folder = AtomicFolder(final)
+    assert not stale.exists()
+    (folder.tmp / "0.png").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["0.png", "1.png", "2.png"]  # untouched so far
+    folder.commit()
+    assert [p.name for p in final.iterdir()] == ["0.png"] and (final / "0.png").read_text() == "new"
+    assert os.listdir(tmp_path) == ["masks"]
+    failed = AtomicFolder(final)
+    (failed.tmp / "9.png").write_text("half")
+    failed.abort()
+    assert os.listdir(tmp_path) == ["masks"] and [p.name for p in final.iterdir()] == ["0.png"]

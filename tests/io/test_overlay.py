@@ -127,3 +127,24 @@ def test_renderer_rejects_bad_arguments():
     render = OverlayRenderer(PALETTE, NAMES)
     with pytest.raises(ValueError):
         render(np.zeros((4, 5, 3), np.uint8), np.zeros((5, 4), np.int64))
+
+
+def test_only_the_chosen_classes_are_drawn():
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    labels = np.zeros((24, 30), np.int64)
+    labels[:, 10:20] = 1
+    labels[:, 20:] = 2
+    labels[12:, 25:] = 3  # 2 and 3 meet: a boundary between two hidden classes
+    full = OverlayRenderer(PALETTE, NAMES, opacity=0.5, legend=False)(frame, labels)
+    only = OverlayRenderer(PALETTE, NAMES, opacity=0.5, legend=False, classes=[1])(frame, labels)
+    edge = boundary_mask(np.where(labels == 1, 1, 9))  # class 1's outline only
+    hidden = (labels != 1) & ~edge
+    np.testing.assert_array_equal(only[hidden], frame[hidden])  # untouched, no 2|3 boundary
+    np.testing.assert_array_equal(only[labels == 1], full[labels == 1])
+    assert (only[edge] == BOUNDARY_COLOUR).all()
+    # The legend lists the chosen classes only.
+    with_legend = OverlayRenderer(PALETTE, NAMES, opacity=0.5, classes=[4])(frame, labels)
+    np.testing.assert_array_equal(with_legend, frame)  # class 4 is absent: nothing drawn
+    with pytest.raises(ValueError, match="class ids"):
+        OverlayRenderer(PALETTE, NAMES, classes=[5])

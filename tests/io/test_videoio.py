@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -14,10 +15,10 @@ import numpy as np
 import pytest
 
 from tfcseg.errors import TfcsegError
-from tfcseg.io.video import (Selection, VideoWriter, ffmpeg_exe, open_frames, pad_to_even,
-                            parse_rate, probe_video)
+from tfcseg.io.video import (AudioSource, Selection, VideoWriter, camera_input, expand_sources,
+                            ffmpeg_exe, is_stream, open_frames, pad_to_even, parse_rate, probe_video)
 
-from conftest import NTSC, write_video
+from conftest import NTSC, audio_seconds, ffmpeg_clip, http_server, write_video
 
 
 def make_frames(n: int, w: int, h: int) -> list[np.ndarray]:
@@ -214,3 +215,149 @@ def test_parse_rate_keeps_ntsc_exact():
     for bad in ("abc", "0", "-3", "1/0", "inf"):
         with pytest.raises(TfcsegError, match="fps"):
             parse_rate(bad)
+
+
+# ---- timing, pixel aspect, audio -------------------------------------------------------------------
+
+
+def test_variable_frame_rate_frames_carry_their_time_and_are_selected_by_it(tmp_path):
+    # 30 frames at 30 fps, then 10 at 10 fps: frame 30 is shown at 1.0 s, frame 32 at 1.2 s.
+    path = ffmpeg_clip(tmp_path / "vfr.mp4", 1.0, 30, then=(1.0, 10))
+    info = probe_video(path)
+    assert info.variable_rate and info.avg_fps == 20 and info.frame_count == 40
+    frames = list(open_frames(path))  # timestamps in microseconds (the file's time base)
+    assert len(frames) == 40 and [f.index for f in frames] == list(range(40))
+    assert frames[29].time == pytest.approx(29 / 30, abs=1e-6) and frames[31].time == Fraction(11, 10)
+    assert frames[0].duration == pytest.approx(1 / 30, abs=1e-6) and frames[35].duration == Fraction(1, 10)
+    # What a player shows from 1.2 to 1.6 s: frames 32..35 (a constant-rate reading of the
+    # nominal 30 fps would say frames 36..47).
+    src = open_frames(path, start=1.2, end=1.6)
+    assert [f.index for f in src] == [32, 33, 34, 35] and not src.warnings
+    src = open_frames(path, start=0.9, end=1.35, stride=2)
+    got = [(f.index, f.time) for f in src]
+    assert [i for i, _ in got] == [27, 29, 31, 33]
+    assert [t for _, t in got] == pytest.approx([0.9, 29 / 30, 1.1, 1.3], abs=1e-6)
+    with pytest.raises(TfcsegError, match="no frames in the selected range"):
+        open_frames(path, start=2.5)
+
+
+def test_writer_keeps_variable_timing_and_pixel_aspect(tmp_path):
+    src = open_frames(ffmpeg_clip(tmp_path / "vfr.mp4", 1.0, 30, then=(1.0, 10), sar="4/3"))
+    info = src.info
+    assert info.sar == Fraction(4, 3) and info.display_aspect == Fraction(16, 9)
+    times = []
+    with VideoWriter(tmp_path / "out.mp4", 64, 48, info.fps, time_base=info.time_base, sar=info.sar,
+                     variable_rate=True) as writer:
+        for f in src:
+            writer.write(f.rgb, f.time, f.duration)
+            times.append(f.time)
+    assert writer.duration == 2
+    out = probe_video(tmp_path / "out.mp4")
+    assert out.duration == pytest.approx(2.0, abs=0.005) and out.sar == Fraction(4, 3)
+    assert out.display_aspect == Fraction(16, 9) and out.variable_rate
+    assert [f.time for f in open_frames(tmp_path / "out.mp4")] == times
+
+
+def test_audio_copied_cut_to_the_frames_and_reencoded_only_where_needed(tmp_path):
+    src_path = ffmpeg_clip(tmp_path / "tone.mov", 1.5, 30, audio="pcm_s16le")
+    for name, codec in (("out.mkv", "pcm_s16le"), ("out.mp4", "aac")):  # MP4 cannot hold PCM
+        src = open_frames(src_path, start=0.5, end=1.2)
+        with VideoWriter(tmp_path / name, 64, 48, 30, time_base=src.info.time_base,
+                         audio=AudioSource(str(src_path), codecs=src.info.audio)) as writer:
+            for f in src:
+                writer.write(f.rgb, f.time, f.duration)
+        assert writer.start_time == Fraction(1, 2) and writer.duration == Fraction(7, 10)
+        assert writer.audio_streams == 1 and not writer.warnings
+        out = probe_video(tmp_path / name)
+        assert out.audio == (codec,)
+        assert abs(audio_seconds(tmp_path / name) - 0.7) <= 1 / 30, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mkv", "out.mp4", "tone.mov"]
+
+
+def test_stale_temporaries_of_the_output_are_removed_live_ones_kept(tmp_path):
+    from tfcseg.io.atomic import HOST_TAG
+
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True, check=True).stdout)
+    dead = tmp_path / f".o.mp4.{HOST_TAG}-{dead_pid}-abcd1234.tmp.mp4"  # a killed run's
+    live = tmp_path / f".o.mp4.{HOST_TAG}-1-abcd1234.tmp.mp4"  # pid 1 is alive
+    elsewhere = tmp_path / f".o.mp4.{'0' * 6 if HOST_TAG != '0' * 6 else '1' * 6}-{dead_pid}-ab.tmp.mp4"
+    other = tmp_path / f".other.mp4.{HOST_TAG}-{dead_pid}-abcd1234.tmp.mp4"  # another output's
+    for p in (dead, live, elsewhere, other):
+        p.write_bytes(b"half a video")
+    with VideoWriter(tmp_path / "o.mp4", 32, 24, 25) as writer:
+        writer.write(np.zeros((24, 32, 3), np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, other.name, "o.mp4"])
+
+
+def test_rotation_applied_to_the_frames(tmp_path):
+    plain = [f.rgb for f in open_frames(ffmpeg_clip(tmp_path / "p.mp4", 0.2))]
+    src = open_frames(ffmpeg_clip(tmp_path / "r.mp4", 0.2, rotate=90))
+    assert (src.info.width, src.info.height) == (48, 64)
+    rotated = [f.rgb for f in src]
+    # display_rotation 90 is counter-clockwise
+    assert np.abs(rotated[0].astype(int) - np.rot90(plain[0]).astype(int)).mean() < 3
+
+
+# ---- sources by name: streams, cameras, many videos ---------------------------------------------------
+
+
+def test_stream_and_camera_names(tmp_path, monkeypatch):
+    assert is_stream("rtsp://cam.local:554/stream1") and is_stream("https://example.com/a.mp4")
+    assert is_stream("/dev/video0") and is_stream("2") and not is_stream("clip.mp4")
+    assert camera_input("/dev/video3") == (("-f", "v4l2"), "/dev/video3")
+    monkeypatch.setattr("sys.platform", "linux")
+    assert camera_input("1") == (("-f", "v4l2"), "/dev/video1")
+    monkeypatch.setattr("sys.platform", "darwin")
+    assert camera_input("1") == (("-f", "avfoundation"), "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "7").write_bytes(b"")
+    assert camera_input("7") is None  # a file of that name is a file
+    assert camera_input("clip.mp4") is None
+
+
+def test_expand_sources_folders_and_globs_of_videos(tmp_path):
+    videos = tmp_path / "clips"
+    videos.mkdir()
+    for name in ("b.mp4", "a10.mkv", "a2.mov"):
+        (videos / name).write_bytes(b"x")
+    (videos / "notes.txt").write_text("not a video")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "0001.png").write_bytes(b"x")
+    assert expand_sources(videos) == [str(videos / n) for n in ("a2.mov", "a10.mkv", "b.mp4")]
+    assert expand_sources(str(videos / "*.mp4")) == [str(videos / "b.mp4")]
+    assert expand_sources([str(frames), "rtsp://h/s", str(videos / "b.mp4")]) == [
+        str(frames), "rtsp://h/s", str(videos / "b.mp4")]
+    (videos / "0001.png").write_bytes(b"x")
+    with pytest.raises(TfcsegError, match="both videos and image frames"):
+        expand_sources(videos)
+
+
+def test_url_source_realtime_drops_frames_to_keep_up(tmp_path):
+    ffmpeg_clip(tmp_path / "clip.mp4", 1.0, 30, audio="aac")
+    with http_server(tmp_path) as base:
+        src = open_frames(f"{base}/clip.mp4")
+        assert src.info.kind == "stream" and src.info.name == "clip" and not src.info.live
+        assert src.info.audio == ("aac",) and src.expected == 30
+        assert len(list(src)) == 30 and not src.warnings
+        # --realtime: the file comes at its own pace (1 s); a consumer at 5 frames/s misses most.
+        src = open_frames(f"{base}/clip.mp4", realtime=True)
+        got = []
+        for f in src:
+            got.append(f)
+            time.sleep(0.2)
+        assert src.dropped > 0 and len(got) + src.dropped == 30
+        assert all(a.time < b.time for a, b in zip(got, got[1:])) and got[-1].index == 29
+
+
+def test_live_stream_of_unknown_length_read_to_its_end(tmp_path):
+    ffmpeg_clip(tmp_path / "live.ts", 1.0, 30, audio="aac", fmt="mpegts")
+    with http_server(tmp_path, live=tmp_path / "live.ts", seconds=1.0) as base:
+        with open_frames(f"{base}/live", capture_audio=True) as src:
+            assert src.info.live and src.expected is None and src.audio_capture is not None
+            frames = list(src)
+            capture = src.audio_capture
+            assert 0.9 < audio_seconds(capture) < 1.1  # the audio, saved while reading
+        assert not capture.exists()  # removed with the source
+    assert len(frames) == 30 and not src.warnings and src.lost == 0

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -51,6 +54,24 @@ app = typer.Typer(
     add_completion=False,
 )
 err_console = Console(stderr=True)
+
+
+def results_console(json_dest: str | Path | None) -> Console:
+    """Where a command prints its tables: stdout, or stderr when `--json -` puts the JSON
+    there (so that stdout is the JSON alone)."""
+    return err_console if json_dest is not None and str(json_dest) == "-" else Console()
+
+
+def write_json(dest: str | Path, data: Any) -> None:
+    """`--json FILE`: the data as indented JSON, written atomically; `-` prints it to stdout."""
+    from ..io.atomic import atomic_write_text
+
+    text = json.dumps(data, indent=2) + "\n"
+    if str(dest) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(Path(dest).expanduser(), text)
 
 # Subcommand modules, in the order `--help` lists them.
 COMMANDS = ["segment", "eval", "train", "benchmark", "models", "convert"]

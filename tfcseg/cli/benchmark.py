@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,8 +12,7 @@ from rich.table import Table
 
 from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
-from ..io.atomic import atomic_write_text
-from . import app
+from . import app, results_console, write_json
 from .keyframes import CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP, SIMILARITY_HELP
 
 
@@ -132,7 +130,7 @@ def benchmark(
     video: Optional[str] = typer.Option(None, "--video", help="Time real footage (its first --frames "
                                         "frames, resized to --size) instead of a synthetic clip."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Save every number as JSON."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Save every number as JSON ('-': print it to stdout)."),
 ) -> None:
     """Speed (frames/s per mode, keyframe and non-keyframe latency), parameters, MACs and memory."""
     from ..benchmark import BenchmarkSettings, run_benchmark
@@ -158,10 +156,11 @@ def benchmark(
     settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=interval, **schedule,
                                  precision=precision, repeats=repeats, compare_hf=compare_hf,
                                  msda_sweep=msda_sweep, video=video)
-    console = Console()
+    console = results_console(json_out)
     with console.status("benchmarking") as status:
         result = run_benchmark(net, settings, progress=lambda msg: status.update(f"benchmarking: {msg}"))
     print_report(result, console)
     if json_out:
-        atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
-        console.print(f"saved {json_out}")
+        write_json(json_out, result)
+        if str(json_out) != "-":
+            console.print(f"saved {json_out}")

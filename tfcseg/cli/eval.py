@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,8 +11,8 @@ from rich.table import Table
 
 from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
-from ..io.atomic import atomic_write_text, sweep_stale
-from . import app, err_console, warnings_as_lines
+from ..io.atomic import sweep_stale
+from . import app, err_console, results_console, warnings_as_lines, write_json
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes)
 
@@ -22,7 +21,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
-def _print_result(result: dict[str, Any], per_class: bool) -> None:
+def _print_result(result: dict[str, Any], per_class: bool, console: Console | None = None) -> None:
     table = Table(title=f"tfcseg eval: {result['dataset']} ({result['split']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -40,7 +39,7 @@ def _print_result(result: dict[str, Any], per_class: bool) -> None:
         table.add_row("mode", f"{result['mode']}, {result.get('precision', 'fp32')}")
         table.add_row("keyframes", describe_keyframes(result))
         table.add_row("keyframes (%)", _pct(result["keyframe_share"]))
-    console = Console()
+    console = console or Console()
     console.print(table)
     if per_class:
         classes = Table(title="per-class IoU (%)", caption="n/a: not in the GT")
@@ -81,7 +80,7 @@ def eval_command(
     prediction_encoding: str = typer.Option("vspw", "--prediction-encoding", help="How --predictions "
                                             "store classes: vspw (k+1, as the masks) or index (k)."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Also save the results as JSON "
-                                             "(metrics as fractions in 0..1)."),
+                                             "(metrics as fractions in 0..1; '-': print it to stdout)."),
     per_class: bool = typer.Option(False, "--per-class", help="Also print the IoU of every class."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; bf16 "
@@ -109,7 +108,7 @@ def eval_command(
                     max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
     if predictions is None:
         keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before the model loads
-    if json_file is not None:
+    if json_file is not None and str(json_file) != "-":
         sweep_stale(json_file.expanduser().resolve().parent, json_file.name)  # a killed run's temporary
     with warnings_as_lines("the skipped files are listed in --json"):
         if predictions is not None:
@@ -125,7 +124,8 @@ def eval_command(
                                     progress=not quiet, precision=precision, overwrite=overwrite,
                                     **schedule)
             result["model"] = str(model) if model is not None else "default"
-    _print_result(result, per_class)
+    _print_result(result, per_class, results_console(json_file))
     if json_file is not None:
-        atomic_write_text(json_file, json.dumps(result, indent=2) + "\n")
-        err_console.print(f"wrote {json_file}", highlight=False)
+        write_json(json_file, result)
+        if str(json_file) != "-":
+            err_console.print(f"wrote {json_file}", highlight=False)

@@ -15,9 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import TfcsegError
-from ..io.atomic import atomic_write_text
 from ..training.config import AMP_MODES, PRESETS, TrainConfig
-from . import app, warnings_as_lines
+from . import app, results_console, warnings_as_lines, write_json
 
 _DEFAULTS = TrainConfig()
 
@@ -128,7 +127,7 @@ def train(
     model_config: Optional[str] = typer.Option(None, "--model-config", help="JSON (a file or inline) of "
                                                "ModelConfig fields to override, e.g. '{\"tfc\": {\"msda_threshold\": 0.5}}'."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary to this JSON file."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary to this JSON file ('-': print it to stdout)."),
 ) -> None:
     """Train TFC (SegFormer + temporal feature correlation) on a VSPW-layout dataset.
 
@@ -190,6 +189,6 @@ def _report(trainer: Any, cfg: TrainConfig, json_out: Path | None) -> None:
         if value is None:
             continue
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    results_console(json_out).print(table)
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps({"config": cfg.to_dict(), **summary}, indent=2) + "\n")
+        write_json(json_out, {"config": cfg.to_dict(), **summary})

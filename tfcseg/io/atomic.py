@@ -80,6 +80,11 @@ def make_temp(final: str | Path, suffix: str | None = None, folder: bool = False
     return Path(name)
 
 
+def is_temporary(name: str) -> bool:
+    """Whether `name` is a temporary's name (any writer's, see the module doc)."""
+    return _TEMP_RE.match(name) is not None
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process `pid` of this machine still runs (a zombie counts as gone). Where this
     cannot be told (Windows), True: nothing of a possibly live process is ever removed."""
@@ -185,3 +190,38 @@ def atomic_write_bytes(final: str | Path, data: bytes, durable: bool = False) ->
 
 def atomic_write_text(final: str | Path, text: str, durable: bool = False) -> None:
     atomic_write_bytes(final, text.encode("utf-8"), durable=durable)
+
+
+class AtomicFolder:
+    """A folder written under a temporary name beside `final` and swapped in whole by
+    `commit()`: readers see the old folder or the complete new one, never a mix of the two
+    (a rerun that writes fewer files leaves none of the old ones). `abort()` removes the
+    temporary; the old folder is untouched until `commit()`. A killed run's temporary folder
+    is swept by the next one.
+
+    The swap is two renames (old -> a temporary name, new -> final); a crash between them
+    leaves the old folder under that temporary name, swept as stale by the next run."""
+
+    def __init__(self, final: str | Path) -> None:
+        self.final = Path(final)
+        try:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale(self.final.parent, self.final.name)
+            self.tmp = make_temp(self.final, suffix="", folder=True)
+        except OSError as exc:
+            raise write_error(self.final.parent, exc, "cannot write there") from None
+
+    def commit(self) -> Path:
+        old = self.final.with_name(f"{temp_prefix(self.final.name)}old.tmp")
+        try:
+            if self.final.exists():
+                os.replace(self.final, old)
+            os.replace(self.tmp, self.final)
+        except OSError as exc:
+            raise write_error(self.final, exc, "could not replace it") from None
+        fsync_folder(self.final.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -116,12 +116,15 @@ class OverlayRenderer:
 
     `opacity`: weight of the class colours; `boundaries`: draw class boundaries (white,
     about 1 px per 480 px of the short side); `legend`: the classes present in the frame;
-    `side_by_side`: the original frame on the left, the overlay on the right.
+    `side_by_side`: the original frame on the left, the overlay on the right. `classes`:
+    class ids to draw (colour, boundaries, legend); the other classes' pixels keep the frame
+    as it is. None draws all.
     """
 
     def __init__(self, palette: Sequence[Sequence[int]], class_names: Sequence[str],
                  opacity: float = 0.5, boundaries: bool = True, legend: bool = True,
-                 side_by_side: bool = False, legend_min_share: float = 0.001) -> None:
+                 side_by_side: bool = False, legend_min_share: float = 0.001,
+                 classes: Sequence[int] | None = None) -> None:
         if not 0.0 <= opacity <= 1.0:
             raise ValueError(f"opacity must be in [0, 1], not {opacity}")
         self.palette = palette_array(palette)
@@ -133,6 +136,13 @@ class OverlayRenderer:
         self.legend = legend
         self.side_by_side = side_by_side
         self.legend_min_share = legend_min_share
+        self.shown: np.ndarray | None = None  # [K] bool: the classes drawn (None: all)
+        if classes is not None:
+            ids = [int(c) for c in classes]
+            if any(not 0 <= c < len(self.palette) for c in ids):
+                raise ValueError(f"class ids must be in [0, {len(self.palette)}), not {ids}")
+            self.shown = np.zeros(len(self.palette), bool)
+            self.shown[ids] = True
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         return (2 * width if self.side_by_side else width), height
@@ -141,11 +151,19 @@ class OverlayRenderer:
         if labels.shape != frame.shape[:2]:
             raise ValueError(f"labels {labels.shape} do not match the frame {frame.shape[:2]}")
         out = blend(frame, labels, self.palette, self.opacity)
+        drawn = labels
+        if self.shown is not None:
+            hidden = ~self.shown[labels]
+            out[hidden] = frame[hidden]
+            # The hidden classes as one region: no boundaries between them.
+            drawn = np.where(hidden, len(self.palette), labels)
         if self.boundaries:
             thickness = max(1, int(round(min(labels.shape) / 480)))
-            out[boundary_mask(labels, thickness)] = BOUNDARY_COLOUR
+            out[boundary_mask(drawn, thickness)] = BOUNDARY_COLOUR
         if self.legend:
             classes = present_classes(labels, len(self.palette), self.legend_min_share)
+            if self.shown is not None:
+                classes = [c for c in classes if self.shown[c]]
             draw_legend(out, classes, self.class_names, self.palette)
         if self.side_by_side:
             out = np.concatenate([frame, out], axis=1)
