@@ -134,6 +134,7 @@ def evaluate_model(
     save_predictions: str | Path | None = None,
     progress: bool = True,
     precision: str = "fp32",
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
     score it with the official VSPW metrics (see the module docstring for the result).
@@ -141,8 +142,9 @@ def evaluate_model(
     mode: `tfc`, `segformer` or `reuse` (see `tfcseg.segmenter.VideoSegmenter`); a new video
     starts with a keyframe. short_side: inference short side (default: the model's,
     480 = the paper's 480x853 for VSPW). save_predictions: a folder for the predicted index
-    PNGs. precision: fp32, or bf16/fp16 autocast. Frames with a missing or unreadable file
-    are skipped with a `DataWarning`.
+    PNGs. precision: fp32, or bf16/fp16 autocast. backend: pytorch, or onnxruntime (the
+    model's ONNX graphs in ONNX Runtime; `model` may be an `OnnxRuntimeModel`); default: the
+    model's own. Frames with a missing or unreadable file are skipped with a `DataWarning`.
     """
     from .segmenter import VideoSegmenter
 
@@ -153,7 +155,7 @@ def evaluate_model(
             f"{model.num_classes}; evaluate a model trained for this dataset's classes")
     try:
         segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
-                                   short_side=short_side, precision=precision)
+                                   short_side=short_side, precision=precision, backend=backend)
     except ValueError as exc:
         raise TfcsegError(str(exc)) from None
     save_dir = Path(save_predictions) if save_predictions is not None else None
@@ -188,7 +190,7 @@ def evaluate_model(
     out.update({
         "fps": timed_frames / model_seconds if model_seconds > 0 else None,
         "mode": mode, "keyframe_interval": segmenter.keyframe_interval, "short_side": segmenter.short_side,
-        "precision": precision,
+        "precision": precision, "backend": segmenter.backend,
         "keyframe_share": keyframes / scores.frames,
         "msda_share": float(np.mean(msda_shares)) if msda_shares else 0.0,
     })

@@ -41,7 +41,7 @@ from .io.overlay import OverlayRenderer
 from .io.video import Frame, FrameSource, VideoWriter, ensure_writable_folder, open_frames
 from .metrics import FlickerRate
 from .models.segformer import TFCSegFormer
-from .runtime import MODES, PRECISIONS, resolve_device
+from .runtime import BACKENDS, MODES, PRECISIONS, resolve_device
 from .segmenter import VideoSegmenter
 
 def parse_time(value: str | float | int | None, option: str = "--start") -> float | None:
@@ -158,6 +158,7 @@ def segment_video(
     short_side: int | None = None,
     precision: str = "fp32",
     console: Console | None = None,
+    backend: str = "pytorch",
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames or a glob) into an overlay video.
 
@@ -166,7 +167,10 @@ def segment_video(
     keep every N-th frame (the output's frame rate is divided by N so its duration is kept).
     `fps`: frame rate of an image sequence (default 30). `short_side`: inference size
     (default: the model's). `precision`: fp32, or bf16/fp16 autocast (bf16 on CPUs with
-    AVX512-BF16 or AMX, both on GPUs; labels agree with fp32 on ~99.9% of pixels). Returns the summary (also what `--json` writes); `warnings`
+    AVX512-BF16 or AMX, both on GPUs; labels agree with fp32 on ~99.9% of pixels). `backend`:
+    `pytorch`, or `onnxruntime` (the model's ONNX graphs in ONNX Runtime; an ONNX export
+    runs as it is, any other model is exported once into tfcseg's cache; fp32; needs
+    `pip install "tfcseg[onnx]"`). Returns the summary (also what `--json` writes); `warnings`
     lists lost frames and the like. User mistakes raise `TfcsegError`; the output appears
     under its final name only when complete.
     """
@@ -178,6 +182,11 @@ def segment_video(
     if precision not in PRECISIONS:
         raise TfcsegError(f"precision {precision}: choose one of {', '.join(PRECISIONS)}",
                           options=("precision",))
+    if backend not in BACKENDS:
+        raise TfcsegError(f"backend {backend}: choose one of {', '.join(BACKENDS)}", options=("backend",))
+    if backend == "onnxruntime" and precision != "fp32":
+        raise TfcsegError(f"backend onnxruntime runs in fp32, not precision {precision}",
+                          options=("backend", "precision"))
     if not 0.0 <= opacity <= 1.0:
         raise TfcsegError(f"opacity must be between 0 and 1, not {opacity}", options=("opacity",))
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
@@ -199,15 +208,20 @@ def segment_video(
         ensure_writable_folder(mask_folder)
 
     dev = resolve_device(device)
-    if isinstance(model, TFCSegFormer):
-        net, model_name = model.to(dev).eval(), "(in memory)"
+    if isinstance(model, TFCSegFormer) or getattr(model, "backend", None) == "onnxruntime":
+        net, model_name = model, "(in memory)"
+        if backend == "pytorch" and isinstance(model, TFCSegFormer):
+            net = model.to(dev).eval()
     else:
-        from .hub.resolve import load_model
+        from .backends import load_backend_model
 
-        net, model_name = load_model(model, device=dev), str(model) if model is not None else "default"
-    segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
-                               short_side=short_side, precision=precision)
-    if dev.type == "cpu":  # a first run compiles the CPU kernels: before the clock starts
+        net, model_name = load_backend_model(model, backend, dev), str(model) if model is not None else "default"
+    try:
+        segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
+                                   short_side=short_side, precision=precision, backend=backend)
+    except ValueError as exc:
+        raise TfcsegError(str(exc)) from None
+    if dev.type == "cpu" and backend == "pytorch":  # a first run compiles the CPU kernels: before the clock starts
         from .ops import build
 
         build.load()
@@ -279,6 +293,7 @@ def segment_video(
         "mode": mode,
         "keyframe_interval": segmenter.keyframe_interval,
         "precision": precision,
+        "backend": backend,
         "model": model_name,
         "device": str(dev),
         "warnings": list(source.warnings),

@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 import torch
 
-from .models.config import TFCOptions
+from .models.config import TFCOptions, smallest_input
 from .models.segformer import IMAGENET_MEAN, IMAGENET_STD, TFCSegFormer
 from .models.state import KeyframeState
 from .postprocess import labels_from_logits
-from .runtime import MODES, PRECISIONS
+from .runtime import BACKENDS, MODES, PRECISIONS
 
 
 def inference_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -80,20 +80,6 @@ def check_frame(frame: np.ndarray, index: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
-def smallest_input(config) -> int:
-    """The smallest input side the encoder accepts: each stage's map must be at least as
-    large as its attention reduction (`sr_ratios`). 29 for the published MiT variants."""
-    side = 1
-    while True:
-        h, ok = side, True
-        for patch, stride, sr in zip(config.patch_sizes, config.strides, config.sr_ratios):
-            h = (h + 2 * (patch // 2) - patch) // stride + 1
-            ok = ok and h >= sr
-        if ok:
-            return side
-        side += 1
-
-
 @dataclass
 class FrameResult:
     index: int  # frame number since the start (or the last `reset()`)
@@ -114,27 +100,49 @@ class VideoSegmenter:
     `precision`: fp32, or bf16/fp16 through autocast (bf16 on CPUs with AMX/AVX512-BF16, both on
     GPUs); labels agree with fp32 on most pixels (`tfcseg benchmark` reports how many). The
     model is put in eval mode. Only the current keyframe's state is held.
+    `backend`: `pytorch`, or `onnxruntime` (`pip install "tfcseg[onnx]"`): the model's two ONNX
+    graphs in ONNX Runtime (CPU provider, CUDA's for a CUDA `device`), fp32; `model` is then
+    an `OnnxRuntimeModel` (`tfcseg.load_onnx_model`) or a `TFCSegFormer`, exported once into
+    tfcseg's cache. Default: the model's own (onnxruntime for an `OnnxRuntimeModel`).
     """
 
     def __init__(self, model: TFCSegFormer, keyframe_interval: int = 4, mode: str = "tfc",
                  device: torch.device | str | None = None, short_side: int | None = None,
-                 options: TFCOptions | None = None, precision: str = "fp32") -> None:
+                 options: TFCOptions | None = None, precision: str = "fp32",
+                 backend: str | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if int(keyframe_interval) < 1:
             raise ValueError(f"keyframe_interval must be >= 1, not {keyframe_interval}")
-        self.model = model if device is None else model.to(device)
-        self.model.eval()
-        self.device = self.model.device
-        self.dtype = next(self.model.parameters()).dtype
-        self.mode = mode
-        self.keyframe_interval = 1 if mode == "segformer" else int(keyframe_interval)
-        self.short_side = model.config.inference_short_side if short_side is None else int(short_side)
+        own = getattr(model, "backend", "pytorch")
+        backend = own if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if own != backend and backend == "pytorch":
+            raise ValueError("an ONNX Runtime model runs with backend='onnxruntime'; load the "
+                             "checkpoint with tfcseg.load_model for the PyTorch backend")
+        if backend == "onnxruntime" and precision != "fp32":
+            raise ValueError(f"backend onnxruntime runs in fp32, not {precision}")
         options = options or model.config.tfc
         if mode == "reuse":
             options = replace(options, interpolation="none", msda=False)
         options.validate()
         self.options = options
+        self.backend = backend
+        if backend == "onnxruntime":
+            from .backends.ort import as_onnx_model
+
+            self.model = as_onnx_model(model, device=device, options=options)
+            self.model.check_options(options)  # an export that cannot run them fails here
+            self.dtype = torch.float32
+        else:
+            self.model = model if device is None else model.to(device)
+            self.model.eval()
+            self.dtype = next(self.model.parameters()).dtype
+        self.device = self.model.device
+        self.mode = mode
+        self.keyframe_interval = 1 if mode == "segformer" else int(keyframe_interval)
+        self.short_side = model.config.inference_short_side if short_side is None else int(short_side)
         self._min_side = smallest_input(model.config)
         if 0 < self.short_side < self._min_side:
             raise ValueError(f"short side {self.short_side} is below the {self._min_side} pixels "

@@ -39,7 +39,8 @@ def _print_result(result: dict[str, Any], per_class: bool) -> None:
     if "fps" in result:
         table.add_row("frames/s (model)", "n/a" if result["fps"] is None else f"{result['fps']:.2f}")
         table.add_row("mode", f"{result['mode']} (keyframe every {result['keyframe_interval']}), "
-                      f"{result.get('precision', 'fp32')}")
+                      f"{result.get('precision', 'fp32')}"
+                      + (", ONNX Runtime" if result.get("backend") == "onnxruntime" else ""))
         table.add_row("keyframes (%)", _pct(result["keyframe_share"]))
     console = Console()
     console.print(table)
@@ -97,6 +98,8 @@ def eval_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; bf16 "
                                   "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
+    backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
+                                "ONNX graphs in ONNX Runtime, fp32; needs pip install \"tfcseg[onnx]\")."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
@@ -106,6 +109,8 @@ def eval_command(
 
     if precision not in PRECISIONS:
         raise TfcsegError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if backend == "onnxruntime" and precision != "fp32":
+        raise TfcsegError(f"--backend onnxruntime runs in fp32, not --precision {precision}")
     if dataset.lower() != "vspw":
         raise TfcsegError(f"--dataset {dataset}: unknown dataset layout (supported: vspw)")
     if predictions is not None and (model is not None or save_predictions is not None):
@@ -119,13 +124,13 @@ def eval_command(
             result = score_predictions(data_root, predictions, split=split, encoding=prediction_encoding,
                                        progress=not quiet)
         else:
-            from ..hub.resolve import load_model
+            from ..backends import load_backend_model
             from ..runtime import resolve_device
 
-            net = load_model(model, device=resolve_device(device))
+            net = load_backend_model(model, backend, resolve_device(device))
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
-                                    progress=not quiet, precision=precision)
+                                    progress=not quiet, precision=precision, backend=backend)
             result["model"] = str(model) if model is not None else "default"
     if printer.hidden:
         err_console.print(f"[bold yellow]warning:[/] {printer.hidden} more warning(s) not shown "

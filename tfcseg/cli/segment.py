@@ -44,6 +44,10 @@ def segment(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; bf16 "
                                   "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
+    backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
+                                "ONNX graphs in ONNX Runtime, fp32; an ONNX export from `tfcseg "
+                                "export --format onnx` runs as it is, any other model is exported "
+                                "once into the cache; needs pip install \"tfcseg[onnx]\")."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate of a folder/glob of "
                                       "frames: 15, 29.97 or 30000/1001 (default 30); a video "
                                       "file keeps its own."),
@@ -61,7 +65,7 @@ def segment(
             input, output=output, model=model, mode=mode, keyframe_interval=keyframe_interval,
             opacity=opacity, masks_dir=masks, side_by_side=side_by_side, legend=legend,
             start=start, end=end, stride=stride, device=device, overwrite=overwrite,
-            progress=not quiet, fps=fps, precision=precision, console=err_console,
+            progress=not quiet, fps=fps, precision=precision, console=err_console, backend=backend,
         )
     # Library warnings (e.g. an untrained TFC module) once each, as one line.
     for message in dict.fromkeys(str(w.message) for w in caught
@@ -85,7 +89,8 @@ def _table(s: dict) -> Table:
         ("keyframes", f"{s['keyframes']} (mode {s['mode']}, interval {s['keyframe_interval']})"),
         ("mean MSDA share", "-" if share is None else f"{share:.1%} of points (non-keyframes)"),
         ("flicker", "-" if s["flicker"] is None else f"{s['flicker']:.2%} of pixels change label per frame"),
-        ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']}, {s['precision']})"),
+        ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']}, {s['precision']}"
+         + (", ONNX Runtime)" if s.get("backend") == "onnxruntime" else ")")),
         ("frame rate", s["frame_rate"]),
         ("size", f"{s['output_width']}x{s['output_height']} (source {s['width']}x{s['height']})"),
     ]
