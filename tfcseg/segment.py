@@ -207,7 +207,12 @@ def segment_video(
                               options=("overwrite",))
         ensure_writable_folder(mask_folder)
 
-    dev = resolve_device(device)
+    if backend == "onnxruntime":
+        from .backends import resolve_backend_device
+
+        dev = resolve_backend_device(device, backend)
+    else:
+        dev = resolve_device(device)
     if isinstance(model, TFCSegFormer) or getattr(model, "backend", None) == "onnxruntime":
         net, model_name = model, "(in memory)"
         if backend == "pytorch" and isinstance(model, TFCSegFormer):

@@ -24,6 +24,24 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+def resolve_backend_device(device: str | torch.device | None, backend: str) -> torch.device:
+    """The device for `backend`: PyTorch's (`runtime.resolve_device`), or for onnxruntime
+    `auto` = CUDA where this ONNX Runtime has the CUDA provider, else the CPU."""
+    from ..runtime import resolve_device
+
+    if check_backend(backend) == "pytorch":
+        return resolve_device(device)
+    if device is None or str(device) == "auto":
+        from .ort import CUDA, require_onnxruntime
+
+        return torch.device("cuda" if CUDA in require_onnxruntime().get_available_providers() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TfcsegError(f"device {device}: not a device (use auto, cpu, cuda or cuda:N)",
+                          options=("device",)) from None
+
+
 def load_backend_model(source: str | Path | None, backend: str = "pytorch",
                        device: str | torch.device = "cpu"):
     """The model for `source` (`tfcseg.load_model`'s sources) on `backend`: a `TFCSegFormer`
@@ -38,4 +56,4 @@ def load_backend_model(source: str | Path | None, backend: str = "pytorch",
     return load_model(source, device=device)
 
 
-__all__ = ["check_backend", "load_backend_model"]
+__all__ = ["check_backend", "load_backend_model", "resolve_backend_device"]

@@ -124,10 +124,9 @@ def eval_command(
             result = score_predictions(data_root, predictions, split=split, encoding=prediction_encoding,
                                        progress=not quiet)
         else:
-            from ..backends import load_backend_model
-            from ..runtime import resolve_device
+            from ..backends import load_backend_model, resolve_backend_device
 
-            net = load_backend_model(model, backend, resolve_device(device))
+            net = load_backend_model(model, backend, resolve_backend_device(device, backend))
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
                                     progress=not quiet, precision=precision, backend=backend)
