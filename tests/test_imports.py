@@ -83,7 +83,7 @@ def test_cycle_finder_finds_cycles():
 def test_layers_point_down():
     """Lower layers never import higher ones."""
     order = ["errors", "runtime", "metrics", "postprocess", "io", "ops", "models", "data", "hub",
-             "segmenter", "evaluate", "training", "segment", "benchmark", "cli"]
+             "backends", "segmenter", "evaluate", "training", "segment", "benchmark", "cli"]
     rank = {f"tfcseg.{n}": i for i, n in enumerate(order)}
 
     def layer(module: str) -> int | None:
@@ -97,7 +97,8 @@ def test_layers_point_down():
 
 
 def test_import_tfcseg_is_light():
-    code = "import sys, tfcseg; print(sorted(m for m in ('torch', 'cv2', 'huggingface_hub', 'rich') if m in sys.modules))"
+    code = ("import sys, tfcseg; print(sorted(m for m in ('torch', 'cv2', 'huggingface_hub', 'rich', 'onnx', "
+            "'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

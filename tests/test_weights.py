@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import filecmp
+import subprocess
+import sys
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 
 import tfcseg
-from tfcseg.hub.refs import SHIPPED_WEIGHTS
+from tfcseg.hub.refs import SHIPPED_WEIGHTS, find_shipped_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMVID = ["sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car",
@@ -38,3 +41,16 @@ def test_road_in_the_demo_frame_is_labelled_road():
     assert result.labels.shape == (360, 480)
     assert np.mean(patch == road) > 0.9
     assert result.labels[330, 240] == road
+
+
+def test_a_built_package_carries_the_weights_and_finds_them(tmp_path):
+    """What a wheel holds: setup.py's build step copies weights/ into the package, and the
+    lookup prefers that copy; a clone's package finds the top-level weights/."""
+    subprocess.run([sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path),
+                    "build_py", "--build-lib", str(tmp_path / "lib")], cwd=ROOT, check=True, capture_output=True)
+    inside = tmp_path / "lib" / "tfcseg" / "weights"
+    for name in ("config.json", "model.safetensors", "README.md"):
+        assert filecmp.cmp(inside / name, ROOT / "weights" / name, shallow=False), name
+    assert find_shipped_weights(tmp_path / "lib" / "tfcseg") == inside
+    assert find_shipped_weights(ROOT / "tfcseg") == ROOT / "weights"
+    assert find_shipped_weights(tmp_path / "none" / "tfcseg") == tmp_path / "none" / "tfcseg" / "weights"

@@ -6,6 +6,7 @@ The house, by layer (imports run downwards only):
     segment, evaluate, benchmark   whole tasks
     segmenter                 VideoSegmenter: a streaming video session
     training/                 TrainConfig, Trainer
+    backends/                 ONNX export, the ONNX Runtime backend (optional extra "onnx")
     hub/                      models by name: registry, Hub downloads, conversion, export
     data/                     VSPW-layout data, clips, synthetic data, mask files
     models/                   MiT encoder, decoder (plain and folded), TemporalFusion, TFCSegFormer
@@ -42,6 +43,9 @@ _EXPORTS = {
     "TfcsegError": "tfcseg.errors",
     "CheckpointError": "tfcseg.errors",
     "WriteError": "tfcseg.errors",
+    "export_onnx": "tfcseg.backends.onnx_export",
+    "load_onnx_model": "tfcseg.backends.ort",
+    "OnnxRuntimeModel": "tfcseg.backends.ort",
     "VideoSegmenter": "tfcseg.segmenter",
     "FrameResult": "tfcseg.segmenter",
     "KeyframePolicy": "tfcseg.segmenter",

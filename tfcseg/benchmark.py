@@ -155,6 +155,8 @@ class BenchmarkSettings:
     msda_sweep: bool = True
     seed: int = 0
     video: str | None = None  # real footage (first `frames` frames, resized to `size`) instead of synthetic
+    # also time the clip of every mode on the ONNX Runtime backend (fp32), taking turns with PyTorch's
+    onnxruntime: bool = False
 
 
 def video_clip(source: str, size: tuple[int, int], frames: int) -> list[np.ndarray]:
@@ -220,8 +222,11 @@ def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings) -> tuple
     return run, out
 
 
-def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure `model` (a TFCSegFormer, eval mode, on its device); returns a JSON-able dict."""
+def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], None] | None = None,
+                  onnx_model=None) -> dict[str, Any]:
+    """Measure `model` (a TFCSegFormer, eval mode, on its device); returns a JSON-able dict.
+    With `settings.onnxruntime`, the clips run on the ONNX Runtime backend too: `onnx_model`
+    (an `OnnxRuntimeModel` of the same weights), else `model` exported once into the cache."""
     from .models.folded import level_rows
     from .models.layout import no_autocast, rows_to_image
     from .models.temporal import sparse_msda
@@ -290,6 +295,18 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
             runners[mode], outs[mode] = _clip_runner(model, frames, mode, settings)
             runners[mode]()  # warm-up, and the peak memory below is tfcseg's alone
         peak_mb = peak_memory_mb(device)
+        ort_names: dict[str, str] = {}
+        if settings.onnxruntime:
+            from .backends.ort import as_onnx_model
+
+            say("ONNX Runtime backend")
+            ort_model = as_onnx_model(onnx_model if onnx_model is not None else model,
+                                      device=device, options=cfg.tfc)
+            for mode in MODES:
+                name = ort_names[mode] = f"{mode} (onnxruntime)"
+                runners[name], outs[name] = _clip_runner(ort_model, frames, mode,
+                                                         replace(settings, precision="fp32"))
+                runners[name]()  # warm-up
         if settings.compare_hf:
             hf = hf_reference(model, device)
             hf_pixels = [preprocess(f, None, device) for f in frames]
@@ -326,6 +343,23 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
                 fp32_labels[mode] = ref_out["labels"]
                 modes[mode]["label_agreement_vs_fp32"] = float(np.mean(
                     [np.mean(a == b) for a, b in zip(ref_out["labels"], labels[mode])]))
+
+        if ort_names:
+            import onnxruntime
+
+            ort_modes = {}
+            for mode, name in ort_names.items():
+                fps = len(frames) / (clip_times[name].median_ms / 1000)
+                ort_modes[mode] = {
+                    "fps": fps, "vs_pytorch": fps / modes[mode]["fps"],
+                    "msda_share": outs[name]["share"], "clip_ms": clip_times[name].as_dict(),
+                    # labels equal to the PyTorch backend's in fp32, share of pixels
+                    "label_agreement_vs_pytorch": float(np.mean(
+                        [np.mean(a == b) for a, b in zip(outs[name]["labels"], fp32_labels[mode])])),
+                }
+            result["onnxruntime"] = {"version": onnxruntime.__version__, "precision": "fp32",
+                                     "providers": [p if isinstance(p, str) else p[0] for p in ort_model.providers],
+                                     "modes": ort_modes}
 
         if settings.msda_sweep:
             say("sparse MSDA sweep")
@@ -387,4 +421,11 @@ def _device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
+    try:  # Linux: the CPU's name, as lscpu shows it (platform.processor() says only "x86_64")
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()

@@ -168,6 +168,7 @@ def evaluate_model(
     progress: bool = True,
     precision: str = "fp32",
     overwrite: bool = False,
+    backend: str | None = None,
     *,
     keyframe_similarity: float | None = None,
     keyframe_changed_share: float | None = None,
@@ -184,7 +185,8 @@ def evaluate_model(
     480 = the paper's 480x853 for VSPW). save_predictions: a folder for the predicted index
     PNGs; a folder that holds predictions of the split's videos already is refused unless
     `overwrite` (which replaces the PNGs it writes, and nothing else). precision: fp32, or
-    bf16/fp16 autocast. Frames with a missing or unreadable file are skipped with a
+    bf16/fp16 autocast. backend: pytorch, or onnxruntime (the model's ONNX graphs in ONNX
+    Runtime; `model` may be an `OnnxRuntimeModel`); default: the model's own. Frames with a missing or unreadable file are skipped with a
     `DataWarning`.
     """
     from .io.atomic import sweep_stale
@@ -204,7 +206,8 @@ def evaluate_model(
             f"{model.num_classes}; evaluate a model trained for this dataset's classes")
     try:
         segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
-                                   short_side=short_side, precision=precision, **schedule)
+                                   short_side=short_side, precision=precision, backend=backend,
+                                   **schedule)
     except TfcsegError:
         raise
     except ValueError as exc:
@@ -263,7 +266,7 @@ def evaluate_model(
         "mode": mode, "keyframe_interval": segmenter.keyframe_interval,
         "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
         "short_side": segmenter.short_side,
-        "precision": precision,
+        "precision": precision, "backend": segmenter.backend,
         "keyframes": keyframes,
         "keyframe_share": keyframes / scores.frames,
         "keyframes_on_change": on_change if segmenter.policy is not None else None,

@@ -15,6 +15,9 @@ from .errors import OptionError, TfcsegError
 MODES = ("tfc", "segformer", "reuse")
 # Inference precision name -> autocast dtype (None: fp32, no autocast).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# What runs the model: PyTorch itself, or its two exported ONNX graphs in ONNX Runtime
+# (`pip install "tfcseg[onnx]"`; see tfcseg.backends).
+BACKENDS = ("pytorch", "onnxruntime")
 
 
 # `keyframe_interval` of this value: keyframes chosen from TFC's own similarity (segmenter.KeyframePolicy).

@@ -51,7 +51,7 @@ from .io.video import (Frame, FrameSource, VideoInfo, VideoWriter, ensure_writab
                        open_frames)
 from .metrics import FlickerRate
 from .models.segformer import TFCSegFormer
-from .runtime import MODES, PRECISIONS, resolve_device
+from .runtime import BACKENDS, MODES, PRECISIONS, resolve_device
 from .segmenter import VideoSegmenter, keyframe_schedule, mean_keyframe_interval
 
 def parse_time(value: str | float | int | None, option: str = "--start") -> float | None:
@@ -260,6 +260,7 @@ def segment_video(
     classes: str | Sequence[str | int] | None = None,
     realtime: bool = False,
     keep_outputs: Collection[Path] = (),
+    backend: str = "pytorch",
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames, a glob, a URL or a camera) into an
     overlay video.
@@ -284,7 +285,9 @@ def segment_video(
     `--json` writes); `warnings` lists lost frames and the like. User mistakes raise
     `TfcsegError`; the output appears under its final name only when complete, as do the
     masks. A live source ends at the first Ctrl-C or SIGTERM (in the main thread) and still
-    gives a complete output (`interrupted` is True).
+    gives a complete output (`interrupted` is True). `backend`: `pytorch`, or `onnxruntime`
+    (the model's ONNX graphs in ONNX Runtime; an ONNX export runs as it is, any other model is
+    exported once into tfcseg's cache; fp32; needs `pip install "tfcseg[onnx]"`).
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
@@ -297,6 +300,11 @@ def segment_video(
     if short_side is not None and short_side < 0:
         raise TfcsegError(f"short_side must be 0 (the frames' own size) or a number of pixels, not {short_side}",
                           options=("short_side",))
+    if backend not in BACKENDS:
+        raise TfcsegError(f"backend {backend}: choose one of {', '.join(BACKENDS)}", options=("backend",))
+    if backend == "onnxruntime" and precision != "fp32":
+        raise TfcsegError(f"backend onnxruntime runs in fp32, not precision {precision}",
+                          options=("backend", "precision"))
     if not 0.0 <= opacity <= 1.0:
         raise TfcsegError(f"opacity must be between 0 and 1, not {opacity}", options=("opacity",))
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
@@ -323,16 +331,27 @@ def segment_video(
         check_mask_folder(mask_folder, info, out_path, overwrite)
         ensure_writable_folder(mask_folder.parent)
 
-    dev = resolve_device(device)
-    if isinstance(model, TFCSegFormer):
-        net, model_name = model.to(dev).eval(), "(in memory)"
-    else:
-        from .hub.resolve import load_model
+    if backend == "onnxruntime":
+        from .backends import resolve_backend_device
 
-        net, model_name = load_model(model, device=dev), str(model) if model is not None else "default"
-    segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
-                               short_side=short_side, precision=precision, **schedule)
-    if dev.type == "cpu":  # a first run compiles the CPU kernels: before the clock starts
+        dev = resolve_backend_device(device, backend)
+    else:
+        dev = resolve_device(device)
+    if isinstance(model, TFCSegFormer) or getattr(model, "backend", None) == "onnxruntime":
+        net, model_name = model, "(in memory)"
+        if backend == "pytorch" and isinstance(model, TFCSegFormer):
+            net = model.to(dev).eval()
+    else:
+        from .backends import load_backend_model
+
+        net, model_name = load_backend_model(model, backend, dev), str(model) if model is not None else "default"
+    try:
+        segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
+                                   short_side=short_side, precision=precision, backend=backend,
+                                   **schedule)
+    except ValueError as exc:
+        raise TfcsegError(str(exc)) from None
+    if dev.type == "cpu" and backend == "pytorch":  # a first run compiles the CPU kernels: before the clock starts
         from .ops import build
 
         build.load()
@@ -438,6 +457,7 @@ def segment_video(
         "keyframe_interval": segmenter.keyframe_interval,
         "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
         "precision": precision,
+        "backend": backend,
         "model": model_name,
         "device": str(dev),
         "warnings": list(source.warnings) + writer.warnings,
@@ -506,13 +526,14 @@ def segment_videos(
         if out_dir.exists() and not out_dir.is_dir():
             raise TfcsegError(f"{out_dir}: is a file, not a folder for the outputs")
         ensure_writable_folder(out_dir)
-    dev = resolve_device(device)
-    if isinstance(model, TFCSegFormer):
+    backend = options.get("backend", "pytorch")
+    from .backends import load_backend_model, resolve_backend_device
+
+    dev = resolve_backend_device(device, backend) if backend == "onnxruntime" else resolve_device(device)
+    if isinstance(model, TFCSegFormer) or getattr(model, "backend", None) == "onnxruntime":
         net, model_name = model, "(in memory)"
     else:
-        from .hub.resolve import load_model
-
-        net, model_name = load_model(model, device=dev), str(model) if model is not None else "default"
+        net, model_name = load_backend_model(model, backend, dev), str(model) if model is not None else "default"
     if options.get("classes") is not None:  # a mistake of the command, not of one video: said once
         resolve_classes(options["classes"], net.config.class_names)
     results: list[dict[str, Any]] = []

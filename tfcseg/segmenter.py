@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from .errors import OptionError
-from .models.config import TFCOptions
+from .models.config import TFCOptions, smallest_input
 from .models.segformer import IMAGENET_MEAN, IMAGENET_STD, TFCSegFormer
 from .models.state import KeyframeState
 from .postprocess import labels_from_logits
-from .runtime import AUTO_KEYFRAMES, MODES, PRECISIONS, ThreadTuner, parse_keyframe_interval
+from .runtime import AUTO_KEYFRAMES, BACKENDS, MODES, PRECISIONS, ThreadTuner, parse_keyframe_interval
 
 
 def inference_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -90,20 +90,6 @@ def check_frame(frame: np.ndarray, index: int | None = None) -> np.ndarray:
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"{where}empty frame {frame.shape}")
     return np.ascontiguousarray(frame)
-
-
-def smallest_input(config) -> int:
-    """The smallest input side the encoder accepts: each stage's map must be at least as
-    large as its attention reduction (`sr_ratios`). 29 for the published MiT variants."""
-    side = 1
-    while True:
-        h, ok = side, True
-        for patch, stride, sr in zip(config.patch_sizes, config.strides, config.sr_ratios):
-            h = (h + 2 * (patch // 2) - patch) // stride + 1
-            ok = ok and h >= sr
-        if ok:
-            return side
-        side += 1
 
 
 @dataclass(frozen=True)
@@ -211,6 +197,10 @@ class VideoSegmenter:
     one thread is faster and uses that (`runtime.ThreadTuner`: on a machine where another
     process is busy, one thread can be 10x faster); an int runs every frame at that count;
     None leaves PyTorch's setting alone. The caller's setting is restored after each frame.
+    `backend`: `pytorch`, or `onnxruntime` (`pip install "tfcseg[onnx]"`): the model's two ONNX
+    graphs in ONNX Runtime (CPU provider, CUDA's for a CUDA `device`), fp32; `model` is then
+    an `OnnxRuntimeModel` (`tfcseg.load_onnx_model`) or a `TFCSegFormer`, exported once into
+    tfcseg's cache. Default: the model's own (onnxruntime for an `OnnxRuntimeModel`).
     """
 
     def __init__(self, model: TFCSegFormer, keyframe_interval: int | str = 4, mode: str = "tfc",
@@ -218,27 +208,45 @@ class VideoSegmenter:
                  options: TFCOptions | None = None, precision: str = "fp32", *,
                  keyframe_similarity: float | None = None, keyframe_changed_share: float | None = None,
                  max_keyframe_interval: int | None = None,
-                 min_keyframe_interval: int | None = None, threads: int | str | None = "auto") -> None:
+                 min_keyframe_interval: int | None = None, threads: int | str | None = "auto",
+                 backend: str | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         interval, policy = keyframe_schedule(
             keyframe_interval, keyframe_similarity=keyframe_similarity,
             keyframe_changed_share=keyframe_changed_share, max_keyframe_interval=max_keyframe_interval,
             min_keyframe_interval=min_keyframe_interval)
-        self.model = model if device is None else model.to(device)
-        self.model.eval()
-        self.device = self.model.device
-        self.dtype = next(self.model.parameters()).dtype
-        self.mode = mode
-        # "auto" or a fixed interval; policy: what decides under "auto" (None when fixed)
-        self.keyframe_interval: int | str = 1 if mode == "segformer" else interval
-        self.policy: KeyframePolicy | None = None if mode == "segformer" else policy
-        self.short_side = model.config.inference_short_side if short_side is None else int(short_side)
+        own = getattr(model, "backend", "pytorch")
+        backend = own if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if own != backend and backend == "pytorch":
+            raise ValueError("an ONNX Runtime model runs with backend='onnxruntime'; load the "
+                             "checkpoint with tfcseg.load_model for the PyTorch backend")
+        if backend == "onnxruntime" and precision != "fp32":
+            raise ValueError(f"backend onnxruntime runs in fp32, not {precision}")
         options = options or model.config.tfc
         if mode == "reuse":
             options = replace(options, interpolation="none", msda=False)
         options.validate()
         self.options = options
+        self.backend = backend
+        if backend == "onnxruntime":
+            from .backends.ort import as_onnx_model
+
+            self.model = as_onnx_model(model, device=device, options=options)
+            self.model.check_options(options)  # an export that cannot run them fails here
+            self.dtype = torch.float32
+        else:
+            self.model = model if device is None else model.to(device)
+            self.model.eval()
+            self.dtype = next(self.model.parameters()).dtype
+        self.device = self.model.device
+        self.mode = mode
+        # "auto" or a fixed interval; policy: what decides under "auto" (None when fixed)
+        self.keyframe_interval: int | str = 1 if mode == "segformer" else interval
+        self.policy: KeyframePolicy | None = None if mode == "segformer" else policy
+        self.short_side = model.config.inference_short_side if short_side is None else int(short_side)
         self._min_side = smallest_input(model.config)
         if self.short_side < 0:
             raise ValueError(f"short side must be 0 (each frame's own size) or a number of pixels, "
@@ -256,7 +264,7 @@ class VideoSegmenter:
         self.threads = threads
         # the thread-count chooser (CPU only; kept across reset(): the machine's load is not the video's)
         self.tuner: ThreadTuner | None = None
-        if self.device.type == "cpu" and threads is not None:
+        if self.device.type == "cpu" and threads is not None and backend == "pytorch":
             self.tuner = ThreadTuner() if threads == "auto" else ThreadTuner(candidates=(int(threads),))
         self.reset()
 
@@ -308,6 +316,17 @@ class VideoSegmenter:
             if reason is not None:
                 self._state = None  # free the old state before building the new one
                 logits, self._state = self.model.keyframe(pixels)
+            elif self.backend != "pytorch":  # whole-frame graphs: the similarity comes with a non-keyframe
+                logits, info = self.model.non_keyframe(pixels, self._state, self.options)
+                share = info.msda_share
+                if self.policy is not None:
+                    changed = self.policy.changed_share(info.similarity)
+                    if (self._since_key >= self.policy.min_keyframe_interval
+                            and changed > self.policy.keyframe_changed_share):
+                        reason = "change"  # run again as a keyframe (no stages 1-2 to reuse here)
+                        self._state = None
+                        logits, self._state = self.model.keyframe(pixels)
+                        share = 0.0
             else:
                 x1, x2 = self.model.low_level(pixels)
                 similarity = None

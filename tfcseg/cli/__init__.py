@@ -21,6 +21,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import Terminated, TfcsegError, as_flags
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except TfcsegError as exc:
-        err_console.print(f"[bold red]error:[/] {as_flags(str(exc), exc.options)}", highlight=False,
+        # (escaped: a message may hold brackets, e.g. pip install "tfcseg[onnx]")
+        err_console.print(f"[bold red]error:[/] {escape(as_flags(str(exc), exc.options))}", highlight=False,
                           soft_wrap=True)
         return 2
     except KeyboardInterrupt:

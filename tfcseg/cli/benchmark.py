@@ -69,6 +69,18 @@ def print_report(r: dict[str, Any], console: Console) -> None:
     console.print(modes)
     if hf:
         console.print(f"SegFormer labels equal to transformers': {100 * hf['segformer_label_agreement']:.3f}% of pixels")
+    ort = r.get("onnxruntime")
+    if ort:
+        table = Table(title=f"backends: PyTorch ({r['precision']}) and ONNX Runtime {ort['version']} "
+                      f"(fp32, {', '.join(ort['providers'])}), clip runs taking turns")
+        for col in ("mode", "PyTorch frames/s", "ONNX Runtime frames/s", "ONNX Runtime / PyTorch",
+                    "MSDA share", "labels = PyTorch fp32"):
+            table.add_column(col, justify="right" if col != "mode" else "left")
+        for mode, m in ort["modes"].items():
+            table.add_row(mode, f"{r['modes'][mode]['fps']:.2f}", f"{m['fps']:.2f}", f"{m['vs_pytorch']:.2f}x",
+                          f"{100 * m['msda_share']:.1f}%" if mode == "tfc" else "-",
+                          f"{100 * m['label_agreement_vs_pytorch']:.3f}%")
+        console.print(table)
 
     cost = Table(title="cost per frame")
     for col in ("", "latency ms (median [p10-p90])", "GMACs"):
@@ -129,6 +141,9 @@ def benchmark(
                                     "10/20/40/100% of the points against encoder stages 3-4."),
     video: Optional[str] = typer.Option(None, "--video", help="Time real footage (its first --frames "
                                         "frames, resized to --size) instead of a synthetic clip."),
+    backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime: also time every "
+                                "mode's clip on the ONNX Runtime backend (fp32), in turn with PyTorch's, "
+                                "and compare labels (needs pip install \"tfcseg[onnx]\")."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Save every number as JSON ('-': print it to stdout)."),
 ) -> None:
@@ -152,13 +167,27 @@ def benchmark(
             import transformers  # noqa: F401
         except ImportError:
             raise TfcsegError("--compare-hf needs `transformers` (pip install transformers)") from None
+    from ..backends import check_backend
+
+    onnx_model = None
+    if check_backend(backend) == "onnxruntime":
+        from ..backends.ort import OnnxRuntimeModel, onnx_entry, require_onnxruntime
+
+        require_onnxruntime()
+        if model and not variant:
+            from ..hub.resolve import resolve_model_source
+
+            path = resolve_model_source(model)
+            if path.is_dir() and onnx_entry(path) is not None:  # an ONNX export: its own graphs
+                onnx_model = OnnxRuntimeModel(path, dev)
     net = _model(model, variant, num_classes, dev)
     settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=interval, **schedule,
                                  precision=precision, repeats=repeats, compare_hf=compare_hf,
-                                 msda_sweep=msda_sweep, video=video)
+                                 msda_sweep=msda_sweep, video=video, onnxruntime=backend == "onnxruntime")
     console = results_console(json_out)
     with console.status("benchmarking") as status:
-        result = run_benchmark(net, settings, progress=lambda msg: status.update(f"benchmarking: {msg}"))
+        result = run_benchmark(net, settings, progress=lambda msg: status.update(f"benchmarking: {msg}"),
+                               onnx_model=onnx_model)
     print_report(result, console)
     if json_out:
         write_json(json_out, result)

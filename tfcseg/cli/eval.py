@@ -36,7 +36,8 @@ def _print_result(result: dict[str, Any], per_class: bool, console: Console | No
     table.add_row("skipped frames", str(result["skipped_frames"]))
     if "fps" in result:
         table.add_row("frames/s (model)", "n/a" if result["fps"] is None else f"{result['fps']:.2f}")
-        table.add_row("mode", f"{result['mode']}, {result.get('precision', 'fp32')}")
+        table.add_row("mode", f"{result['mode']}, {result.get('precision', 'fp32')}"
+                      + (", ONNX Runtime" if result.get("backend") == "onnxruntime" else ""))
         table.add_row("keyframes", describe_keyframes(result))
         table.add_row("keyframes (%)", _pct(result["keyframe_share"]))
     console = console or Console()
@@ -87,6 +88,8 @@ def eval_command(
                                   "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the PNGs of an earlier "
                                    "--save-predictions in DIR (other files stay)."),
+    backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
+                                "ONNX graphs in ONNX Runtime, fp32; needs pip install \"tfcseg[onnx]\")."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
@@ -97,6 +100,8 @@ def eval_command(
 
     if precision not in PRECISIONS:
         raise TfcsegError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if backend == "onnxruntime" and precision != "fp32":
+        raise TfcsegError(f"--backend onnxruntime runs in fp32, not --precision {precision}")
     if dataset.lower() != "vspw":
         raise TfcsegError(f"--dataset {dataset}: unknown dataset layout (supported: vspw)")
     if short_side is not None and short_side < 0:
@@ -115,14 +120,13 @@ def eval_command(
             result = score_predictions(data_root, predictions, split=split, encoding=prediction_encoding,
                                        progress=not quiet)
         else:
-            from ..hub.resolve import load_model
-            from ..runtime import resolve_device
+            from ..backends import load_backend_model, resolve_backend_device
 
-            net = load_model(model, device=resolve_device(device))
+            net = load_backend_model(model, backend, resolve_backend_device(device, backend))
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
                                     progress=not quiet, precision=precision, overwrite=overwrite,
-                                    **schedule)
+                                    backend=backend, **schedule)
             result["model"] = str(model) if model is not None else "default"
     _print_result(result, per_class, results_console(json_file))
     if json_file is not None:

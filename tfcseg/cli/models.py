@@ -65,8 +65,12 @@ def models(
 def export(
     checkpoint: str = typer.Argument(..., help="The checkpoint to publish. " + MODEL_SOURCE_HELP),
     out: Path = typer.Option(..., "-o", "--out", help="The folder to write (config.json, "
-                             "model.safetensors, README.md, metrics.json); not the checkpoint's "
-                             "folder, nor one inside or around it."),
+                             "model.safetensors, README.md, metrics.json; with --format onnx "
+                             "keyframe.onnx, non_keyframe.onnx, config.json, model.safetensors); not "
+                             "the checkpoint's folder, nor one inside or around it."),
+    format: str = typer.Option("tfcseg", "--format", help="tfcseg (a checkpoint with a model card) | "
+                               "onnx (the keyframe and non-keyframe graphs for --backend onnxruntime; "
+                               "needs pip install \"tfcseg[onnx]\")."),
     metrics: Path = typer.Option(None, "--metrics", help="An evaluation JSON (`tfcseg eval --json`) "
                                  "for the card; default: metrics.json, eval.json or best.json in "
                                  "the checkpoint folder."),
@@ -82,7 +86,32 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the exported files in an "
                                    "existing --out folder (its other files stay)."),
 ) -> None:
-    """Write a clean, publishable checkpoint folder with a model card; optionally upload it."""
+    """Write a clean, publishable checkpoint folder with a model card (optionally upload it),
+    or the model's ONNX graphs (--format onnx)."""
+    if format not in ("tfcseg", "onnx"):
+        raise TfcsegError(f"--format {format}: choose tfcseg or onnx")
+    if format == "onnx":
+        card = [flag for flag, value in (("--metrics", metrics), ("--train-command", train_command),
+                                         ("--dataset", dataset), ("--push-to-hub", push_to_hub_repo),
+                                         ("--private", private)) if value]
+        if card:
+            raise TfcsegError(f"{', '.join(card)}: for --format tfcseg (a published checkpoint); "
+                              "--format onnx writes the graphs only")
+        from ..backends.onnx_export import export_onnx_checkpoint
+
+        with Console(stderr=True).status("exporting to ONNX"):
+            folder = export_onnx_checkpoint(checkpoint, out, overwrite=overwrite)
+        data = json.loads((folder / "config.json").read_text())["onnx"]
+        table = Table(title=f"exported {checkpoint} to ONNX")
+        table.add_column("item")
+        table.add_column("value", overflow="fold")
+        table.add_row("folder", str(folder))
+        table.add_row("files", ", ".join(sorted(p.name for p in folder.iterdir())))
+        table.add_row("keyframe state", ", ".join(data["state"]))
+        table.add_row("sparse MSDA", "in the non-keyframe graph" if data["msda"] else "off (not exported)")
+        table.add_row("run it", f"tfcseg segment VIDEO --backend onnxruntime --model {folder}")
+        Console().print(table)
+        return
     if private and not push_to_hub_repo:
         raise TfcsegError("--private needs --push-to-hub REPO")
     result = export_checkpoint(checkpoint, out, repo_id=push_to_hub_repo, metrics=metrics,

@@ -69,6 +69,10 @@ def segment(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; bf16 "
                                   "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
+    backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
+                                "ONNX graphs in ONNX Runtime, fp32; an ONNX export from `tfcseg "
+                                "export --format onnx` runs as it is, any other model is exported "
+                                "once into the cache; needs pip install \"tfcseg[onnx]\")."),
     fps: Optional[str] = typer.Option(None, "--fps", help="Frame rate of a folder/glob of "
                                       "frames: 15, 29.97 or 30000/1001 (default 30); a video "
                                       "keeps its own timing."),
@@ -101,7 +105,8 @@ def segment(
                    overwrite=overwrite, fps=fps, precision=precision, audio=audio, classes=classes,
                    realtime=realtime, keyframe_similarity=keyframe_similarity,
                    keyframe_changed_share=keyframe_changed_share,
-                   max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
+                   max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval,
+                   backend=backend)
     out_console = results_console(json_file)  # stderr when the JSON goes to stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -150,7 +155,8 @@ def _table(s: dict) -> Table:
         ("keyframe at", keyframe_list(s["keyframe_indices"])),
         ("mean MSDA share", "-" if share is None else f"{share:.1%} of points (non-keyframes)"),
         ("flicker", "-" if s["flicker"] is None else f"{s['flicker']:.2%} of pixels change label per frame"),
-        ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']}, {s['precision']})"),
+        ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']}, {s['precision']}"
+         + (", ONNX Runtime)" if s.get("backend") == "onnxruntime" else ")")),
         ("frame rate", rate),
         ("duration", f"{s['duration']:.3f} s" + (f", {s['audio_streams']} audio stream(s)" if s["audio_streams"] else ", no audio")),
         ("size", f"{s['output_width']}x{s['output_height']} (source {s['width']}x{s['height']}"

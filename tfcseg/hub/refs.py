@@ -19,8 +19,19 @@ MODEL_SOURCE_HELP = (
 )
 MODEL_HELP = MODEL_SOURCE_HELP + " Default: the model shipped in weights/."
 
-# The repository's weights/ folder (an editable install keeps the package beside it).
-SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent.parent / "weights"
+
+def find_shipped_weights(package: Path) -> Path:
+    """The shipped model's folder for the `tfcseg` package at `package`: `weights/` inside the
+    package (a wheel: setup.py copies the repository's weights/ in at build time), else the
+    repository's top-level `weights/` beside the package (a clone, an editable install)."""
+    inside, clone = package / "weights", package.parent / "weights"
+    for folder in (inside, clone):
+        if (folder / WEIGHTS_NAME).is_file():
+            return folder
+    return clone if clone.is_dir() else inside  # (the folder that the "not shipped" error names)
+
+
+SHIPPED_WEIGHTS = find_shipped_weights(Path(__file__).resolve().parent.parent)
 
 
 def default_model_path() -> Path:

@@ -152,7 +152,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path = "config") -> "ModelConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known - {"format", "tfcseg_version"})
+        # "onnx": what an ONNX export adds beside the config (read by tfcseg.backends)
+        unknown = sorted(set(data) - known - {"format", "tfcseg_version", "onnx"})
         if unknown:
             raise CheckpointError(f"{source}: unknown config field(s): {', '.join(unknown)}")
         tfc = data.get("tfc", {})
@@ -201,3 +202,17 @@ class ModelConfig:
             new.tfc.validate()
             new._validate_architecture()
         return new
+
+
+def smallest_input(config: ModelConfig) -> int:
+    """The smallest input side the encoder accepts: each stage's map must be at least as
+    large as its attention reduction (`sr_ratios`). 29 for the published MiT variants."""
+    side = 1
+    while True:
+        h, ok = side, True
+        for patch, stride, sr in zip(config.patch_sizes, config.strides, config.sr_ratios):
+            h = (h + 2 * (patch // 2) - patch) // stride + 1
+            ok = ok and h >= sr
+        if ok:
+            return side
+        side += 1

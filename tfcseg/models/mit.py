@@ -110,9 +110,10 @@ _FUSED_OK = [torch.backends.mkldnn.is_available()
 def _dwconv_gelu_fused(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
     """GELU(conv(x)) as one oneDNN convolution with a GELU (erf) post-op: the hidden map is
     written once instead of twice. Inference on the CPU only; None where it does not apply
-    (autograd on, another device, no oneDNN), and the caller runs the plain ops."""
+    (autograd on, another device, no oneDNN, traced for export), and the caller runs the
+    plain ops."""
     if (not _FUSED_OK[0] or not torch.backends.mkldnn.enabled or torch.is_grad_enabled()
-            or x.device.type != "cpu"):
+            or x.device.type != "cpu" or torch.jit.is_tracing()):  # export: the plain ops
         return None
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
     if dtype not in (torch.float32, torch.bfloat16):

@@ -14,7 +14,8 @@ cover (other dtypes, mixed dtypes, CPUs without the instructions, d not a multip
 
 `fast_cpu_attention(q, k, v)` is what `models.mit.EfficientSelfAttention` calls: the op when the
 compiled kernel would run (no autograd, CPU bf16 or fp32 tensors of one dtype, kernel loaded,
-not disabled by `TFCSEG_ATTN_EXT=0`), else None (the caller keeps F.scaled_dot_product_attention).
+not disabled by `TFCSEG_ATTN_EXT=0`, not traced for export), else None (the caller keeps
+F.scaled_dot_product_attention).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def fast_cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     """The compiled op's result for CPU bfloat16 / float32 inference, else None (use SDPA)."""
     if (q.dtype not in _DTYPES or q.device.type != "cpu" or torch.is_grad_enabled()
             or k.dtype != q.dtype or v.dtype != q.dtype or not enabled()
-            or torch.compiler.is_compiling()):
+            or torch.compiler.is_compiling() or torch.jit.is_tracing()):  # export: plain SDPA
         return None
     if not build.tried():
         build.load()  # builds (once per cache) or loads the CPU kernels; never raises
