@@ -88,3 +88,28 @@ def test_benchmark_bad_options(capsys):
     assert main(["benchmark", "--variant", "b0", "-k", "auto", "--min-keyframe-interval", "0"]) == 2
     err = capsys.readouterr().err
     assert "b9" in err and "HxW" in err and "--min-keyframe-interval must be" in " ".join(err.split())
+
+
+def test_benchmark_load_starts_and_stops_busy_processes(monkeypatch, tmp_path, capsys):
+    """--load N: the clips timed again beside N busy processes (both thread policies), which
+    are gone afterwards."""
+    import tfcseg.benchmark as bench
+
+    started = []
+    real = bench.busy_processes
+
+    def spy(n):
+        started.extend(real(n))
+        return started[-n:]
+
+    monkeypatch.setattr(bench, "busy_processes", spy)
+    torch.manual_seed(0)
+    model = TFCSegFormer(tiny_config(tfc_trained=True)).eval()
+    r = bench.run_benchmark(model, bench.BenchmarkSettings(size=(64, 96), frames=3, keyframe_interval=2,
+                                                           repeats=1, msda_sweep=False, load=1))
+    assert len(started) == 1 and all(p.poll() is not None for p in started)  # stopped
+    load = r["load"]
+    assert load["processes"] == 1
+    for mode in ("segformer", "tfc"):
+        for name in ("auto", "pytorch_default"):
+            assert load[mode][name]["fps"] > 0 and load[mode][name]["kept"] > 0

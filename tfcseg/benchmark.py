@@ -157,6 +157,9 @@ class BenchmarkSettings:
     video: str | None = None  # real footage (first `frames` frames, resized to `size`) instead of synthetic
     # also time the clip of every mode on the ONNX Runtime backend (fp32), taking turns with PyTorch's
     onnxruntime: bool = False
+    # time SegFormer and TFC again while this many busy processes run beside them (started and
+    # stopped here): with tfcseg's thread choice (threads="auto") and with PyTorch's default
+    load: int = 0
 
 
 def video_clip(source: str, size: tuple[int, int], frames: int) -> list[np.ndarray]:
@@ -202,13 +205,15 @@ def schedule_options(settings: BenchmarkSettings) -> dict[str, Any]:
             ("keyframe_similarity", "keyframe_changed_share", "max_keyframe_interval", "min_keyframe_interval")}
 
 
-def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings) -> tuple[Callable[[], None], dict]:
+def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings,
+                 threads: int | str | None = "auto") -> tuple[Callable[[], None], dict]:
     """A function that runs the whole clip through `VideoSegmenter` (preprocessing, model,
     labels at the frame size) and the dict it leaves the labels and mean MSDA share in."""
     from .segmenter import VideoSegmenter
 
     seg = VideoSegmenter(model, keyframe_interval=settings.keyframe_interval, mode=mode,
-                         short_side=0, precision=settings.precision, **schedule_options(settings))
+                         short_side=0, precision=settings.precision, threads=threads,
+                         **schedule_options(settings))
     out: dict[str, Any] = {"policy": seg.policy}
 
     def run() -> None:
@@ -220,6 +225,41 @@ def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings) -> tuple
         out["on_change"] = sum(r.keyframe_reason == "change" for r in results)
 
     return run, out
+
+
+def busy_processes(n: int) -> list:
+    """n processes that spin on a CPU each (a user's other work), until `terminate()`d."""
+    import subprocess
+    import sys
+
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def _loaded_clips(model, frames, settings: BenchmarkSettings, device: torch.device,
+                  idle: dict[str, Any]) -> dict[str, Any]:
+    """Frames/s of SegFormer and TFC beside `settings.load` busy processes, with
+    threads="auto" and with PyTorch's default, and the share of the idle frames/s kept."""
+    runners, kinds = {}, {"auto": "auto", "pytorch_default": None}
+    for mode in ("segformer", "tfc"):
+        for name, threads in kinds.items():
+            runners[f"{mode}/{name}"], _ = _clip_runner(model, frames, mode, settings, threads)
+    busy = busy_processes(settings.load)
+    try:
+        time.sleep(0.5)  # the busy processes running before the clock starts
+        for run in runners.values():
+            run()  # warm-up (and the thread choice's first trials)
+        times = time_interleaved(runners, device, settings.repeats, warmup=0)
+    finally:
+        for p in busy:
+            p.terminate()
+        for p in busy:
+            p.wait()
+    out: dict[str, Any] = {"processes": settings.load}
+    for key, t in times.items():
+        mode, name = key.split("/")
+        fps = len(frames) / (t.median_ms / 1000)
+        out.setdefault(mode, {})[name] = {"fps": fps, "kept": fps / idle[mode]["fps"]}
+    return out
 
 
 def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], None] | None = None,
@@ -329,6 +369,9 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
                            "keyframes_on_change": outs[mode]["on_change"]}
             labels[mode] = outs[mode]["labels"]
         result["modes"] = modes
+        if settings.load > 0:
+            say(f"clip again beside {settings.load} busy process(es): tfcseg's thread choice and PyTorch's default")
+            result["load"] = _loaded_clips(model, frames, settings, device, modes)
         policy = outs["tfc"]["policy"]
         result["keyframe_policy"] = policy.as_dict() if policy is not None else None
         result["peak_memory_mb"] = peak_mb

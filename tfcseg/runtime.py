@@ -90,10 +90,11 @@ class ThreadTuner:
 
     On a machine shared with other busy processes, PyTorch's default of one OpenMP thread a
     core can be 10-20x slower than one thread: a parallel region waits for a thread that is
-    not scheduled. `run(fn, kind_of)` times each frame at the current count; every `every`
-    frames it runs `trial` frames at each other candidate and keeps the fastest, so a load
-    that comes and goes is followed within about `every` frames, at the cost of a few frames
-    at a worse count when nothing changed. Frames of different kinds (keyframes,
+    not scheduled. `run(fn, kind_of)` times each frame at the current count; after the first
+    `first` frames, every `every` frames, and whenever a frame takes over twice the recent
+    median of its kind, it runs `trial` frames at each other candidate and keeps the fastest.
+    So a load that starts is followed within a frame or two, one that ends within about
+    `every` frames, at the cost of a few frames at a worse count when nothing changed. Frames of different kinds (keyframes,
     non-keyframes: `kind_of(result)`) cost different amounts, so counts are compared by the
     ratio of their median times within each kind.
 
@@ -102,10 +103,11 @@ class ThreadTuner:
     caller's count and 1).
     """
 
-    def __init__(self, candidates: tuple[int, ...] | None = None, every: int = 48, trial: int = 3) -> None:
+    def __init__(self, candidates: tuple[int, ...] | None = None, every: int = 48, trial: int = 3,
+                 first: int = 2) -> None:
         own = torch.get_num_threads()
         self.candidates = tuple(dict.fromkeys(candidates or (own, 1)))
-        self.every, self.trial = max(int(every), 1), max(int(trial), 1)
+        self.every, self.trial, self.first = max(int(every), 1), max(int(trial), 1), max(int(first), 1)
         self.current = self.candidates[0]
         self.switches = 0  # how often the choice changed (reported by pipelines)
         self._times: dict[tuple[str, int], list[float]] = {}  # (kind, threads) -> recent seconds
@@ -126,6 +128,7 @@ class ThreadTuner:
         finally:
             torch.set_num_threads(before)
         times = self._times.setdefault((kind_of(out), threads), [])
+        slow = len(times) >= 3 and elapsed > 2 * sorted(times)[len(times) // 2]  # a load arrived?
         times.append(elapsed)
         del times[:-5]  # the latest five of each
         self._frames += 1
@@ -133,10 +136,13 @@ class ThreadTuner:
             self._queue.pop(0)
             if not self._queue:
                 self._decide()
-        elif len(self.candidates) > 1 and self._frames % self.every == 0:
+        elif len(self.candidates) > 1 and (self._frames == self.first or slow
+                                           or self._frames % self.every == 0):
             others = [c for c in self.candidates if c != self.current]
             for key in [k for k in self._times if k[1] in others]:
                 del self._times[key]  # measure the others afresh
+            if slow:  # the machine changed: the current count's older times are stale
+                del times[:-1]
             self._queue = [c for c in others for _ in range(self.trial)]
         return out
 

@@ -82,6 +82,17 @@ def print_report(r: dict[str, Any], console: Console) -> None:
                           f"{100 * m['label_agreement_vs_pytorch']:.3f}%")
         console.print(table)
 
+    load = r.get("load")
+    if load:
+        table = Table(title=f"beside {load['processes']} busy process(es) (started and stopped by the benchmark)")
+        for col in ("mode", "threads", "frames/s", "kept of idle"):
+            table.add_column(col, justify="right" if col not in ("mode", "threads") else "left")
+        for mode in ("segformer", "tfc"):
+            for name, label in (("auto", "tfcseg's choice (auto)"), ("pytorch_default", "PyTorch default")):
+                m = load[mode][name]
+                table.add_row(mode, label, f"{m['fps']:.2f}", f"{100 * m['kept']:.0f}%")
+        console.print(table)
+
     cost = Table(title="cost per frame")
     for col in ("", "latency ms (median [p10-p90])", "GMACs"):
         cost.add_column(col, justify="right" if col else "left")
@@ -145,6 +156,8 @@ def benchmark(
                                 "mode's clip on the ONNX Runtime backend (fp32), in turn with PyTorch's, "
                                 "and compare labels (needs pip install \"tfcseg[onnx]\")."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
+    load: int = typer.Option(0, "--load", min=0, help="Also time SegFormer and TFC beside N busy processes "
+                             "(started and stopped here), with tfcseg's thread choice and PyTorch's default."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Save every number as JSON ('-': print it to stdout)."),
 ) -> None:
     """Speed (frames/s per mode, keyframe and non-keyframe latency), parameters, MACs and memory."""
@@ -183,7 +196,8 @@ def benchmark(
     net = _model(model, variant, num_classes, dev)
     settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=interval, **schedule,
                                  precision=precision, repeats=repeats, compare_hf=compare_hf,
-                                 msda_sweep=msda_sweep, video=video, onnxruntime=backend == "onnxruntime")
+                                 msda_sweep=msda_sweep, video=video, onnxruntime=backend == "onnxruntime",
+                                 load=load)
     console = results_console(json_out)
     with console.status("benchmarking") as status:
         result = run_benchmark(net, settings, progress=lambda msg: status.update(f"benchmarking: {msg}"),
