@@ -169,6 +169,7 @@ def evaluate_model(
     precision: str = "fp32",
     overwrite: bool = False,
     backend: str | None = None,
+    threads: int | str | None = "auto",
     *,
     keyframe_similarity: float | None = None,
     keyframe_changed_share: float | None = None,
@@ -206,7 +207,7 @@ def evaluate_model(
             f"{model.num_classes}; evaluate a model trained for this dataset's classes")
     try:
         segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
-                                   short_side=short_side, precision=precision, backend=backend,
+                                   short_side=short_side, precision=precision, backend=backend, threads=threads,
                                    **schedule)
     except TfcsegError:
         raise

@@ -261,6 +261,7 @@ def segment_video(
     realtime: bool = False,
     keep_outputs: Collection[Path] = (),
     backend: str = "pytorch",
+    threads: int | str | None = "auto",
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames, a glob, a URL or a camera) into an
     overlay video.
@@ -287,7 +288,9 @@ def segment_video(
     masks. A live source ends at the first Ctrl-C or SIGTERM (in the main thread) and still
     gives a complete output (`interrupted` is True). `backend`: `pytorch`, or `onnxruntime`
     (the model's ONNX graphs in ONNX Runtime; an ONNX export runs as it is, any other model is
-    exported once into tfcseg's cache; fp32; needs `pip install "tfcseg[onnx]"`).
+    exported once into tfcseg's cache; fp32; needs `pip install "tfcseg[onnx]"`). `threads`:
+    CPU threads, "auto" (PyTorch's count or one, whichever is faster now: see
+    `VideoSegmenter`), or a count.
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
@@ -347,7 +350,7 @@ def segment_video(
         net, model_name = load_backend_model(model, backend, dev), str(model) if model is not None else "default"
     try:
         segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
-                                   short_side=short_side, precision=precision, backend=backend,
+                                   short_side=short_side, precision=precision, backend=backend, threads=threads,
                                    **schedule)
     except ValueError as exc:
         raise TfcsegError(str(exc)) from None
@@ -458,6 +461,7 @@ def segment_video(
         "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
         "precision": precision,
         "backend": backend,
+        "threads": segmenter.tuner.current if segmenter.tuner is not None else None,
         "model": model_name,
         "device": str(dev),
         "warnings": list(source.warnings) + writer.warnings,

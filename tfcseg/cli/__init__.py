@@ -143,6 +143,19 @@ def warnings_as_lines(more: str = "") -> Iterator[WarningPrinter]:
                               + (f" ({more})" if more else ""), highlight=False)
 
 
+def parse_threads(text: str) -> int | str:
+    """--threads: "auto" or a count >= 1."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise TfcsegError(f"--threads {text}: expected auto or a number of threads (1 or more)")
+    return value
+
+
 for _name in COMMANDS:
     importlib.import_module(f"{__name__}.{_name}")
 for _info in app.registered_commands:

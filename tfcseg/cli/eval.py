@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
-from . import app, err_console, results_console, warnings_as_lines, write_json
+from . import app, err_console, parse_threads, results_console, warnings_as_lines, write_json
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes)
 
@@ -88,6 +88,9 @@ def eval_command(
                                   "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the PNGs of an earlier "
                                    "--save-predictions in DIR (other files stay)."),
+    threads: str = typer.Option("auto", "--threads", help="CPU threads: auto (PyTorch's count, "
+                                "set by OMP_NUM_THREADS, or one, whichever runs faster now: a busy "
+                                "machine makes one thread the faster) or a number."),
     backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
                                 "ONNX graphs in ONNX Runtime, fp32; needs pip install \"tfcseg[onnx]\")."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -126,7 +129,7 @@ def eval_command(
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
                                     progress=not quiet, precision=precision, overwrite=overwrite,
-                                    backend=backend, **schedule)
+                                    backend=backend, threads=parse_threads(threads), **schedule)
             result["model"] = str(model) if model is not None else "default"
     _print_result(result, per_class, results_console(json_file))
     if json_file is not None:

@@ -15,7 +15,7 @@ from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
 from ..io.video import ensure_writable_folder, expand_sources
 from ..segment import segment_video, segment_videos
-from . import app, err_console, results_console, write_json
+from . import app, err_console, parse_threads, results_console, write_json
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes, keyframe_list)
 
@@ -69,6 +69,9 @@ def segment(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 | fp16 (autocast; bf16 "
                                   "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
+    threads: str = typer.Option("auto", "--threads", help="CPU threads: auto (PyTorch's count, "
+                                "set by OMP_NUM_THREADS, or one, whichever runs faster now: a busy "
+                                "machine makes one thread the faster) or a number."),
     backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
                                 "ONNX graphs in ONNX Runtime, fp32; an ONNX export from `tfcseg "
                                 "export --format onnx` runs as it is, any other model is exported "
@@ -106,7 +109,7 @@ def segment(
                    realtime=realtime, keyframe_similarity=keyframe_similarity,
                    keyframe_changed_share=keyframe_changed_share,
                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval,
-                   backend=backend)
+                   backend=backend, threads=parse_threads(threads))
     out_console = results_console(json_file)  # stderr when the JSON goes to stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
