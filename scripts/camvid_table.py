@@ -1,0 +1,78 @@
+"""The model card's results table: a model on a VSPW-layout split in every mode that matters.
+
+Rows: per-frame SegFormer, feature reuse, TFC with MSDA off and on (at the config's
+threshold), at keyframe intervals 4 and 8, and adaptive keyframes; columns: mIoU, wIoU, mVC8,
+mVC16, flicker, frames/s, keyframe share, MSDA share; then per-class IoU of SegFormer and of
+the shipped setting. Writes markdown to stdout and everything to --json.
+
+    python scripts/camvid_table.py --data-root ../shared/data/camvid --json camvid_table.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from tfcseg.evaluate import evaluate_model
+from tfcseg.hub.resolve import load_model
+from tfcseg.io.atomic import atomic_write_text
+
+ROWS = [  # (label, mode, keyframe interval, msda)
+    ("SegFormer (every frame a keyframe)", "segformer", 1, None),
+    ("Feature reuse, K=4", "reuse", 4, None),
+    ("TFC, K=4, MSDA off", "tfc", 4, False),
+    ("TFC, K=4, MSDA on", "tfc", 4, True),
+    ("Feature reuse, K=8", "reuse", 8, None),
+    ("TFC, K=8, MSDA off", "tfc", 8, False),
+    ("TFC, K=8, MSDA on", "tfc", 8, True),
+    ("TFC, auto keyframes", "tfc", "auto", None),
+]
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--data-root", required=True)
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    model = load_model(args.model)
+    shipped = model.config.tfc
+    rows = []
+    for label, mode, k, msda in ROWS:
+        model.config.tfc = shipped if msda is None else dataclasses.replace(shipped, msda=msda)
+        with torch.inference_mode():
+            m = evaluate_model(model, args.data_root, split=args.split, mode=mode, keyframe_interval=k,
+                               progress=False)
+        rows.append({"row": label, "mode": mode, "keyframe_interval": k,
+                     "msda": model.config.tfc.msda if mode == "tfc" else None, **m})
+        print(f"{label}: mIoU {pct(m['miou'])} mVC8 {pct(m['mvc8'])} flicker {pct(m['flicker'])}", flush=True)
+    model.config.tfc = shipped
+    print("\n| method | mIoU | wIoU | mVC8 | mVC16 | flicker | frames/s | keyframes | MSDA share |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        share = r.get("msda_share")
+        print(f"| {r['row']} | {pct(r['miou'])} | {pct(r['wiou'])} | {pct(r['mvc8'])} | {pct(r['mvc16'])} "
+              f"| {pct(r['flicker'])} | {r['fps']:.2f} | {pct(r.get('keyframe_share'))}% "
+              f"| {pct(share) + '%' if share else '-'} |")
+    names = list(rows[0]["per_class_iou"])
+    ship = next(r for r in rows if r["mode"] == "tfc" and r["keyframe_interval"] == 4 and r["msda"] == shipped.msda)
+    print("\n| class | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for r in (rows[0], ship):
+        print(f"| {r['row']} | " + " | ".join(pct(r["per_class_iou"][n]) for n in names) + " |")
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps({"shipped_tfc": dataclasses.asdict(shipped), "rows": rows},
+                                                indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
