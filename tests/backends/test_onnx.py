@@ -236,3 +236,21 @@ def test_auto_keyframes_on_onnxruntime_follow_the_cut_as_pytorch_does(tmp_path):
     assert [r.keyframe_reason for r in theirs] == [r.keyframe_reason for r in ours]
     agree = np.mean([np.mean(a.labels == b.labels) for a, b in zip(ours, theirs)])
     assert agree > 0.999
+
+
+def test_onnx_export_overwrite_keeps_other_files_and_refuses_dangerous_folders(exports, tmp_path, monkeypatch):
+    model, _ = exports[False]
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "last").mkdir()
+    with pytest.raises(TfcsegError, match="overwrite=True"):
+        export_onnx(model, out)
+    export_onnx(model, out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "last").is_dir()
+    assert (out / "keyframe.onnx").is_file() and (out / "non_keyframe.onnx").is_file()
+    monkeypatch.chdir(out)
+    with pytest.raises(TfcsegError, match="current folder"):
+        export_onnx(model, Path("."), overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left

@@ -20,16 +20,16 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from .. import __version__
-from ..errors import TfcsegError
+from ..errors import TfcsegError, WriteError
+from ..io.atomic import make_temp, sweep_stale, write_error
+from ..io.folders import check_destination, move_into
 from ..models.checkpoint import save_checkpoint
 from ..models.config import CONFIG_NAME, WEIGHTS_NAME, smallest_input
 from ..models.portable import (INTERPOLATION_CODES, OPTION_NAMES, PortableKeyframe,
@@ -91,10 +91,13 @@ def export_onnx(model: TFCSegFormer, out: str | Path, *, msda: bool | None = Non
     `msda`: put sparse MSDA into the non-keyframe graph (default: the config's `tfc.msda`;
     only a trained MSDA module is exported). The folder appears complete or not at all."""
     onnx = require_onnx()
-    out = Path(out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-        raise TfcsegError(f"{out}: exists already and is not empty (use overwrite=True to replace it)",
-                          options=("overwrite",))
+    out = Path(out).expanduser()
+    check_destination(out)
+    if out.exists() and not out.is_dir():
+        raise TfcsegError(f"{out}: is a file, not a folder; export into a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise TfcsegError(f"{out}: exists already and is not empty (use overwrite=True to replace "
+                          "the exported files in it)", options=("overwrite",))
     with_msda = graph_msda(model, msda)
     net = model
     if model.training or model.device.type != "cpu" or next(model.parameters()).dtype != torch.float32:
@@ -107,11 +110,12 @@ def export_onnx(model: TFCSegFormer, out: str | Path, *, msda: bool | None = Non
     key_pixels, pixels = _example_pixels(net)
     axes = _dynamic_axes(state)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # a folder as `mkdir` makes it (mkdtemp's is private)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(out.parent, out.name)  # what a killed earlier export left
+        tmp = make_temp(out, suffix="", folder=True)
+    except OSError as exc:
+        raise write_error(out, exc, "cannot write here") from None
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notes on traced shapes and deprecation
@@ -142,11 +146,9 @@ def export_onnx(model: TFCSegFormer, out: str | Path, *, msda: bool | None = Non
             "torch_version": torch.__version__, "onnx_version": onnx.__version__,
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n")
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
+        move_into(tmp, out)  # an existing folder keeps every file but ours
+    except OSError as exc:
+        raise write_error(out, exc, "could not export") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -177,7 +179,7 @@ def cached_export(model: TFCSegFormer, msda: bool | None = None) -> Path:
     log.info("exporting the model to ONNX for ONNX Runtime, once (cached in %s)", folder)
     try:
         export_onnx(model, folder, msda=msda, overwrite=True)
-    except OSError:
+    except WriteError:
         if not (folder / NON_KEYFRAME_FILE).is_file():  # not another process's export landing first
             raise
     return folder

@@ -4,7 +4,6 @@ upload to the Hugging Face Hub (`push_to_hub`)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +92,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | Non
     or around it, nor the current folder.
     """
     from ..io.atomic import atomic_write_text, make_temp, sweep_stale, write_error
-    from ..io.folders import check_destination
+    from ..io.folders import check_destination, move_into
     from ..models.checkpoint import build_from_checkpoint, save_checkpoint
     from .modelcard import read_metrics, render_model_card
 
@@ -132,17 +131,12 @@ def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | Non
         atomic_write_text(tmp / "README.md", card)
         if metrics_data is not None:
             atomic_write_text(tmp / "metrics.json", json.dumps(metrics_data, indent=2) + "\n")
-        written = sorted(p.name for p in tmp.iterdir())
-        if not out.exists():
-            os.replace(tmp, out)
-        else:
-            # Replace our files one by one; a metrics.json that an earlier export of ours
-            # wrote goes when this one has none (it would contradict the new card).
-            stale_metrics = "metrics.json" not in written and _is_our_export(out)
-            for name in written:
-                os.replace(tmp / name, out / name)
-            if stale_metrics:
-                (out / "metrics.json").unlink(missing_ok=True)
+        # a metrics.json that an earlier export of ours wrote goes when this one has none
+        # (it would contradict the new card)
+        stale_metrics = out.exists() and not (tmp / "metrics.json").exists() and _is_our_export(out)
+        written = move_into(tmp, out)
+        if stale_metrics:
+            (out / "metrics.json").unlink(missing_ok=True)
     except OSError as exc:
         raise write_error(out, exc, "could not export") from None
     finally:

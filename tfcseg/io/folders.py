@@ -1,7 +1,9 @@
-"""Where a command may write a folder: never over its own input, nor the folder it runs in."""
+"""Where a command may write a folder: never over its own input, nor the folder it runs in;
+and how a finished folder lands without touching what else lies there."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import TfcsegError
@@ -29,3 +31,17 @@ def check_destination(out: str | Path, source: str | Path | None = None) -> None
         raise TfcsegError(f"{out}: holds the checkpoint {source}; write into a new folder of its own")
     if dest in src.parents:
         raise TfcsegError(f"{out}: holds the checkpoint {source}; write into a new folder of its own")
+
+
+def move_into(tmp: str | Path, out: str | Path) -> list[str]:
+    """Land the finished temporary folder `tmp` (beside `out`) at `out`: renamed into place
+    when `out` does not exist, else its files moved in one by one (each replace atomic), so
+    that every other file in `out` stays. Returns the names of the files landed."""
+    tmp, out = Path(tmp), Path(out)
+    names = sorted(p.name for p in tmp.iterdir())
+    if not out.exists():
+        os.replace(tmp, out)
+    else:
+        for name in names:
+            os.replace(tmp / name, out / name)
+    return names
