@@ -167,6 +167,21 @@ def test_many_videos_one_failure_reported_the_rest_done(tmp_path, tiny_ckpt, cap
     one_line_error(err, "--classes", "road", "class_0")
 
 
+def test_a_batch_never_overwrites_its_own_masks(tmp_path, tiny_ckpt, capsys):
+    """Two inputs of one name in different folders: the second's masks would land in the
+    first's folder; refused for that video (even with --overwrite), the first's kept."""
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        ffmpeg_clip(tmp_path / sub / "clip.mp4", 0.1, 30)
+    code, out, err = run_cli(capsys, tmp_path / "x" / "clip.mp4", tmp_path / "y" / "clip.mp4", "--model",
+                             tiny_ckpt, "--masks", tmp_path / "masks", "--overwrite", "--json", "-", "-q")
+    assert code == 2
+    first, second = json.loads(out)
+    assert first["error"] is None and len(list((tmp_path / "masks" / "clip").glob("*.png"))) == first["frames"]
+    assert "wrote its masks there" in second["error"] and str(tmp_path / "y" / "clip.mp4") in second["error"]
+    assert (tmp_path / "x" / "clip_tfcseg.mp4").is_file()  # outputs beside the inputs: no clash there
+
+
 def _png_folder(folder: Path, n: int) -> dict[str, bytes]:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)

@@ -24,6 +24,7 @@ folder gives `<video>`).
 from __future__ import annotations
 
 import collections
+import logging
 import contextlib
 import queue
 import re
@@ -65,6 +66,8 @@ def parse_time(value: str | float | int | None, option: str = "--start") -> floa
     if not m:
         raise TfcsegError(f"{option} {value}: not a time (use seconds like 12.5, or [HH:]MM:SS[.ss])")
     return int(m[1] or 0) * 3600 + int(m[2]) * 60 + float(m[3])
+
+log = logging.getLogger(__name__)
 
 
 def default_output(source: FrameSource) -> Path:
@@ -281,8 +284,8 @@ def segment_video(
     frames segmented) and `mean_keyframe_interval`. `audio`: copy the source's audio into the output (False: none). `classes`: draw only
     these classes (names or ids, e.g. "road,car"); the masks keep all. `realtime`: drop
     frames to keep up with a live source (counted in `dropped_frames`). `progress`: a bar,
-    or a rich `Progress` to add this video's bar to. `keep_outputs`: files this call must
-    not replace (the outputs of earlier videos in a batch). Returns the summary (also what
+    or a rich `Progress` to add this video's bar to. `keep_outputs`: files (and masks folders) this call
+    must not replace (the outputs of earlier videos in a batch). Returns the summary (also what
     `--json` writes); `warnings` lists lost frames and the like. User mistakes raise
     `TfcsegError`; the output appears under its final name only when complete, as do the
     masks. A live source ends at the first Ctrl-C or SIGTERM (in the main thread) and still
@@ -331,6 +334,9 @@ def segment_video(
     mask_folder = None
     if masks_dir is not None:
         mask_folder = Path(masks_dir).expanduser() / info.name
+        if any(mask_folder.resolve() == Path(p).resolve() for p in keep_outputs):
+            raise TfcsegError(f"{mask_folder}: another input of this run named {info.name} wrote its "
+                              "masks there; give the videos different names or one masks folder each")
         check_mask_folder(mask_folder, info, out_path, overwrite)
         ensure_writable_folder(mask_folder.parent)
 
@@ -551,10 +557,14 @@ def segment_videos(
                 summary["model"] = model_name
                 summary["error"] = None
                 written.append(Path(summary["output"]))
+                if summary.get("masks_dir"):
+                    written.append(Path(summary["masks_dir"]))
             except TfcsegError as exc:
-                summary = {"input": text, "output": None, "error": str(exc), "error_options": list(exc.options)}
+                summary = {"input": text, "output": None, "error": f"{text}: {exc}",
+                           "error_options": list(exc.options)}
             except Exception as exc:  # noqa: BLE001 - one video's failure must not stop the rest
-                summary = {"input": text, "output": None, "error": f"{type(exc).__name__}: {exc}",
+                log.exception("segmenting %s failed", text)  # a bug: its traceback is kept
+                summary = {"input": text, "output": None, "error": f"{text}: {type(exc).__name__}: {exc}",
                            "error_options": []}
             results.append(summary)
             bar.advance(overall)
