@@ -160,6 +160,8 @@ class BenchmarkSettings:
     # time SegFormer and TFC again while this many busy processes run beside them (started and
     # stopped here): with tfcseg's thread choice (threads="auto") and with PyTorch's default
     load: int = 0
+    # the clip runs' thread policy (VideoSegmenter's `threads`): "auto", or a fixed count
+    threads: int | str = "auto"
 
 
 def video_clip(source: str, size: tuple[int, int], frames: int) -> list[np.ndarray]:
@@ -206,13 +208,14 @@ def schedule_options(settings: BenchmarkSettings) -> dict[str, Any]:
 
 
 def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings,
-                 threads: int | str | None = "auto") -> tuple[Callable[[], None], dict]:
+                 threads: int | str | None = "settings") -> tuple[Callable[[], None], dict]:
     """A function that runs the whole clip through `VideoSegmenter` (preprocessing, model,
     labels at the frame size) and the dict it leaves the labels and mean MSDA share in."""
     from .segmenter import VideoSegmenter
 
     seg = VideoSegmenter(model, keyframe_interval=settings.keyframe_interval, mode=mode,
-                         short_side=0, precision=settings.precision, threads=threads,
+                         short_side=0, precision=settings.precision,
+                         threads=settings.threads if threads == "settings" else threads,
                          **schedule_options(settings))
     out: dict[str, Any] = {"policy": seg.policy}
 

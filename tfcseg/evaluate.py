@@ -44,6 +44,7 @@ from .data.masks import DataWarning, UnreadableFileError, mask_palette, read_mas
 from .data.vspw import VSPWDataset
 from .errors import TfcsegError
 from .metrics import ConfusionMatrix, FlickerRate, VideoConsistency
+from .runtime import MODES
 
 MVC_LENGTHS = (8, 16)
 PREDICTION_ENCODINGS = ("vspw", "index")
@@ -196,6 +197,8 @@ def evaluate_model(
     if short_side is not None and short_side < 0:
         raise TfcsegError(f"short_side must be 0 (the frames' own size) or a number of pixels, not {short_side}",
                           options=("short_side",))
+    if mode not in MODES:
+        raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
 
     schedule = dict(keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
                     max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)

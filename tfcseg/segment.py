@@ -263,7 +263,7 @@ def segment_video(
     classes: str | Sequence[str | int] | None = None,
     realtime: bool = False,
     keep_outputs: Collection[Path] = (),
-    backend: str = "pytorch",
+    backend: str | None = None,
     threads: int | str | None = "auto",
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames, a glob, a URL or a camera) into an
@@ -306,6 +306,7 @@ def segment_video(
     if short_side is not None and short_side < 0:
         raise TfcsegError(f"short_side must be 0 (the frames' own size) or a number of pixels, not {short_side}",
                           options=("short_side",))
+    backend = backend or getattr(model, "backend", "pytorch")  # an OnnxRuntimeModel runs on its own
     if backend not in BACKENDS:
         raise TfcsegError(f"backend {backend}: choose one of {', '.join(BACKENDS)}", options=("backend",))
     if backend == "onnxruntime" and precision != "fp32":
@@ -358,6 +359,8 @@ def segment_video(
         segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
                                    **schedule)
+    except TfcsegError:
+        raise
     except ValueError as exc:
         raise TfcsegError(str(exc)) from None
     if dev.type == "cpu" and backend == "pytorch":  # a first run compiles the CPU kernels: before the clock starts
@@ -536,7 +539,7 @@ def segment_videos(
         if out_dir.exists() and not out_dir.is_dir():
             raise TfcsegError(f"{out_dir}: is a file, not a folder for the outputs")
         ensure_writable_folder(out_dir)
-    backend = options.get("backend", "pytorch")
+    backend = options.get("backend") or getattr(model, "backend", "pytorch")
     from .backends import load_backend_model, resolve_backend_device
 
     dev = resolve_backend_device(device, backend) if backend == "onnxruntime" else resolve_device(device)

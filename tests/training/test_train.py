@@ -515,3 +515,14 @@ def test_cli_train_stopped_by_a_signal_saves_and_exits_non_zero(data_root, tmp_p
     assert torch.load(out / "last" / STATE_NAME, weights_only=True)["iteration"] == 2
     assert json.loads((tmp_path / "s.json").read_text())["signal"] == sig
     assert signal.getsignal(signal.SIGTERM) is handler  # the CLI's handler is gone again
+
+
+def test_cli_train_config_mistakes_name_the_flag(data_root, tmp_path, capsys):
+    from tfcseg.cli import main
+
+    for args, flag in ((["--seg-loss", "focal"], "--seg-loss must be one of"),
+                       (["--video-rate-share", "2"], "--video-rate-share must be in [0, 1]"),
+                       (["--head-lr-mult", "-1"], "--head-lr-mult must be a positive number")):
+        assert main(["train", "--data-root", str(data_root), "--out", str(tmp_path / "r")] + args) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert flag in err, err

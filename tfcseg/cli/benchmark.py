@@ -155,7 +155,8 @@ def benchmark(
     backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime: also time every "
                                 "mode's clip on the ONNX Runtime backend (fp32), in turn with PyTorch's, "
                                 "and compare labels (needs pip install \"tfcseg[onnx]\")."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads (default: torch's)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads, fixed for every run "
+                                         "(default: PyTorch's count, with tfcseg's auto choice between it and 1)."),
     load: int = typer.Option(0, "--load", min=0, help="Also time SegFormer and TFC beside N busy processes "
                              "(started and stopped here), with tfcseg's thread choice and PyTorch's default."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Save every number as JSON ('-': print it to stdout)."),
@@ -197,7 +198,7 @@ def benchmark(
     settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=interval, **schedule,
                                  precision=precision, repeats=repeats, compare_hf=compare_hf,
                                  msda_sweep=msda_sweep, video=video, onnxruntime=backend == "onnxruntime",
-                                 load=load)
+                                 load=load, threads=threads or "auto")
     console = results_console(json_out)
     with console.status("benchmarking") as status:
         result = run_benchmark(net, settings, progress=lambda msg: status.update(f"benchmarking: {msg}"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import TfcsegError, as_flags
@@ -126,7 +127,7 @@ def segment(
         if summary.get("error") is None:
             summary["warnings"].extend(library)
             for message in summary["warnings"]:
-                err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if batch:
         out_console.print(_batch_table(results))
     else:
@@ -135,7 +136,7 @@ def segment(
         write_json(json_file, results if batch else results[0])
     failed = [s for s in results if s.get("error") is not None]
     for s in failed:
-        err_console.print(f"[bold red]error:[/] {as_flags(s['error'], tuple(s['error_options']))}",
+        err_console.print(f"[bold red]error:[/] {escape(as_flags(s['error'], tuple(s['error_options'])))}",
                           highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)

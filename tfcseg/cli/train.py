@@ -94,7 +94,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help=f"Encoder learning rate {_default('lr')}; decoder and TFC at --head-lr-mult x."),
     head_lr_mult: Optional[float] = typer.Option(None, "--head-lr-mult", help="Learning-rate multiplier "
                                                  f"of the decoder and TFC's modules {_default('head_lr_mult')}."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help=f"Linear warmup iterations {_default('warmup_iters')}."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", "--warmup-iters", help=f"Linear warmup iterations {_default('warmup_iters')}."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"AdamW weight decay {_default('weight_decay')}."),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help=f"Clip the gradient norm to this {_default('grad_clip')}."),
     video_rate_share: Optional[float] = typer.Option(

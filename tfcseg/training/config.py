@@ -73,7 +73,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         def bad(msg: str) -> TfcsegError:
-            return TfcsegError(f"train config: {msg}")
+            # the message starts with the field it is about: the CLI shows it as its flag
+            field = msg.split(" ", 1)[0]
+            return TfcsegError(f"train config: {msg}", options=(field,) if hasattr(self, field) else ())
 
         if not self.data_root:
             raise bad("no data root given")
@@ -86,6 +88,8 @@ class TrainConfig:
             raise bad(f"eval_short_side must be 0 (native) or >= 32 pixels, not {self.eval_short_side}")
         if self.lr <= 0 or not math.isfinite(self.lr):
             raise bad(f"lr must be a positive number, not {self.lr}")
+        if self.head_lr_mult <= 0 or not math.isfinite(self.head_lr_mult):
+            raise bad(f"head_lr_mult must be a positive number, not {self.head_lr_mult}")
         if self.warmup_iters < 0 or self.eval_every < 0:
             raise bad("warmup_iters and eval_every must be >= 0")
         if not 0 < self.warmup_ratio <= 1:
