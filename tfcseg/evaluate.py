@@ -170,7 +170,7 @@ def evaluate_model(
     precision: str = "fp32",
     overwrite: bool = False,
     backend: str | None = None,
-    threads: int | str | None = "auto",
+    threads: int | str | None = None,
     *,
     keyframe_similarity: float | None = None,
     keyframe_changed_share: float | None = None,

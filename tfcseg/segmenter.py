@@ -197,6 +197,9 @@ class VideoSegmenter:
     one thread is faster and uses that (`runtime.ThreadTuner`: on a machine where another
     process is busy, one thread can be 10x faster); an int runs every frame at that count;
     None leaves PyTorch's setting alone. The caller's setting is restored after each frame.
+    Different thread counts round floats differently, so with "auto" two identical frames may
+    differ in the last bits of their logits (labels practically never); None or a count keeps
+    every frame bit-for-bit reproducible.
     `backend`: `pytorch`, or `onnxruntime` (`pip install "tfcseg[onnx]"`): the model's two ONNX
     graphs in ONNX Runtime (CPU provider, CUDA's for a CUDA `device`), fp32; `model` is then
     an `OnnxRuntimeModel` (`tfcseg.load_onnx_model`) or a `TFCSegFormer`, exported once into

@@ -143,10 +143,12 @@ def warnings_as_lines(more: str = "") -> Iterator[WarningPrinter]:
                               + (f" ({more})" if more else ""), highlight=False)
 
 
-def parse_threads(text: str) -> int | str:
-    """--threads: "auto" or a count >= 1."""
+def parse_threads(text: str) -> int | str | None:
+    """--threads: "auto", "fixed" (PyTorch's count throughout: None) or a count >= 1."""
     if text == "auto":
         return text
+    if text == "fixed":
+        return None
     try:
         value = int(text)
     except ValueError:

@@ -88,9 +88,10 @@ def eval_command(
                                   "on CPUs with AVX512-BF16 or AMX, both on GPUs)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the PNGs of an earlier "
                                    "--save-predictions in DIR (other files stay)."),
-    threads: str = typer.Option("auto", "--threads", help="CPU threads: auto (PyTorch's count, "
-                                "set by OMP_NUM_THREADS, or one, whichever runs faster now: a busy "
-                                "machine makes one thread the faster) or a number."),
+    threads: str = typer.Option("fixed", "--threads", help="CPU threads: fixed (PyTorch's count, "
+                                "set by OMP_NUM_THREADS, on every frame: the metrics do not depend on "
+                                "the machine's load), auto (that count or one, whichever runs faster "
+                                "now; floats may round differently frame to frame) or a number."),
     backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
                                 "ONNX graphs in ONNX Runtime, fp32; needs pip install \"tfcseg[onnx]\")."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
