@@ -125,7 +125,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # where the CPU has it, a short warmup. Chosen by controlled runs (weights/README.md).
     "cpu": {"crop": 256, "base_size": (360, 480), "keyframe_interval": 2, "iters": 2000,
             "batch_size": 8, "lr": 1e-3, "head_lr_mult": 1.0, "warmup_iters": 50, "amp": "auto",
-            "video_rate_share": 0.5, "save_every": 50, "log_every": 10, "eval_every": 0,
+            "video_rate_share": 0.5, "seg_loss": "ohem", "save_every": 50, "log_every": 10, "eval_every": 0,
             "eval_short_side": 360},
 }
 
