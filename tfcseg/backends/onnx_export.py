@@ -29,7 +29,7 @@ import torch
 from .. import __version__
 from ..errors import TfcsegError, WriteError
 from ..io.atomic import make_temp, sweep_stale, write_error
-from ..io.folders import check_destination, move_into
+from ..io.folders import check_export_folder, move_into
 from ..models.checkpoint import save_checkpoint
 from ..models.config import CONFIG_NAME, WEIGHTS_NAME, smallest_input
 from ..models.portable import (INTERPOLATION_CODES, OPTION_NAMES, PortableKeyframe,
@@ -92,12 +92,7 @@ def export_onnx(model: TFCSegFormer, out: str | Path, *, msda: bool | None = Non
     only a trained MSDA module is exported). The folder appears complete or not at all."""
     onnx = require_onnx()
     out = Path(out).expanduser()
-    check_destination(out)
-    if out.exists() and not out.is_dir():
-        raise TfcsegError(f"{out}: is a file, not a folder; export into a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise TfcsegError(f"{out}: exists already and is not empty (use overwrite=True to replace "
-                          "the exported files in it)", options=("overwrite",))
+    check_export_folder(out, overwrite)
     with_msda = graph_msda(model, msda)
     net = model
     if model.training or model.device.type != "cpu" or next(model.parameters()).dtype != torch.float32:

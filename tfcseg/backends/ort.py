@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.temporal import UNTRAINED_MSDA
 from ..errors import TfcsegError
 from ..models.config import CONFIG_NAME, ModelConfig, TFCOptions
 from ..models.state import NonKeyframeInfo
@@ -159,9 +160,7 @@ class OnnxRuntimeModel:
             return False
         if not self.config.tfc_trained:
             if not self._warned_untrained:
-                warnings.warn("this model's TFC modules are untrained (tfc_trained=False, e.g. official "
-                              "SegFormer weights): sparse MSDA is off; similarity and interpolation "
-                              "still apply", stacklevel=3)
+                warnings.warn(UNTRAINED_MSDA, stacklevel=3)
                 self._warned_untrained = True
             return False
         if not self.graph_msda:

@@ -92,17 +92,12 @@ def export_checkpoint(source: str | Path, out: str | Path, *, repo_id: str | Non
     or around it, nor the current folder.
     """
     from ..io.atomic import atomic_write_text, make_temp, sweep_stale, write_error
-    from ..io.folders import check_destination, move_into
+    from ..io.folders import check_destination, check_export_folder, move_into
     from ..models.checkpoint import build_from_checkpoint, save_checkpoint
     from .modelcard import read_metrics, render_model_card
 
     out = Path(out).expanduser()
-    check_destination(out)
-    if out.exists() and not out.is_dir():
-        raise TfcsegError(f"{out}: is a file, not a folder; export into a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise TfcsegError(f"{out}: exists already and is not empty (use overwrite=True to replace "
-                          "the exported files in it)", options=("overwrite",))
+    check_export_folder(out, overwrite)
     if repo_id is not None and parse_hub_id(repo_id) is None:
         raise TfcsegError(f"{repo_id}: not a Hub repo id (expected user/repo)")
     src = resolve_model_source(source)

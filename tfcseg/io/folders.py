@@ -33,6 +33,17 @@ def check_destination(out: str | Path, source: str | Path | None = None) -> None
         raise TfcsegError(f"{out}: holds the checkpoint {source}; write into a new folder of its own")
 
 
+def check_export_folder(out: Path, overwrite: bool) -> None:
+    """An export destination: not the current folder (nor one holding it), a folder and not a
+    file, and empty unless `overwrite` (which replaces only the exported files there)."""
+    check_destination(out)
+    if out.exists() and not out.is_dir():
+        raise TfcsegError(f"{out}: is a file, not a folder; export into a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise TfcsegError(f"{out}: exists already and is not empty (use overwrite=True to replace "
+                          "the exported files in it)", options=("overwrite",))
+
+
 def move_into(tmp: str | Path, out: str | Path) -> list[str]:
     """Land the finished temporary folder `tmp` (beside `out`) at `out`: renamed into place
     when `out` does not exist, else its files moved in one by one (each replace atomic), so

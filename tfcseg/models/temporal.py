@@ -135,6 +135,11 @@ def sparse_msda(msda: MSDeformAttn, z: torch.Tensor, select: torch.Tensor, value
     return flat.transpose(1, 2).reshape(b, d, h, w)
 
 
+# Said once per model when sparse MSDA is asked of a model whose TFC modules were never trained.
+UNTRAINED_MSDA = ("this model's TFC modules are untrained (tfc_trained=False, e.g. official SegFormer "
+                  "weights): sparse MSDA is off; similarity and interpolation still apply")
+
+
 # ---- the module -------------------------------------------------------------------------------
 
 
@@ -164,9 +169,7 @@ class TemporalFusion(nn.Module):
             return False
         if not self.config.tfc_trained:
             if not self._warned_untrained:
-                warnings.warn("this model's TFC modules are untrained (tfc_trained=False, e.g. official "
-                              "SegFormer weights): sparse MSDA is off; similarity and interpolation "
-                              "still apply", stacklevel=4)
+                warnings.warn(UNTRAINED_MSDA, stacklevel=4)
                 self._warned_untrained = True
             return False
         return True
