@@ -29,6 +29,11 @@ from faultkit import (eval_data, fill, frames_dir, kill_at_random, long_frames_d
 
 pytestmark = pytest.mark.faults
 
+# What PyTorch imports lazily on first use (AdamW pulls in torch._dynamo), imported now: a
+# SIGTERM raised inside such an import would leave it half-initialised in this test process,
+# and every later test would fail on it (a real `tfcseg` process exits instead).
+torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+
 RUN_FILES = ["last", "metrics.jsonl", "train_config.json"]
 CHECKPOINT_FILES = ["config.json", "model.safetensors", "train_state.pt"]
 

@@ -98,3 +98,18 @@ def test_atomic_folder_swaps_in_whole_and_cleans_up(tmp_path):
     (failed.tmp / "9.png").write_text("half")
     failed.abort()
     assert os.listdir(tmp_path) == ["masks"] and [p.name for p in final.iterdir()] == ["0.png"]
+
+
+def test_own_temporaries_are_removed_on_exit_and_nothing_else(tmp_path):
+    from tfcseg.io.atomic import make_temp, remove_own_temporaries, temp_prefix
+
+    (tmp_path / "a.png").write_text("the user's")
+    # a temporary whose creation was interrupted before any `try` knew its name
+    mine = make_temp(tmp_path / "b.png")
+    folder = make_temp(tmp_path / "run", folder=True)
+    (folder / "inside").write_text("x")
+    other = tmp_path / (temp_prefix("c.png").replace(f"-{os.getpid()}-", "-1-") + "abc.tmp.png")
+    other.write_text("another process's")
+    removed = remove_own_temporaries()
+    assert set(removed) >= {mine, folder}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.png", other.name])

@@ -361,3 +361,17 @@ def test_live_stream_of_unknown_length_read_to_its_end(tmp_path):
             assert 0.9 < audio_seconds(capture) < 1.1  # the audio, saved while reading
         assert not capture.exists()  # removed with the source
     assert len(frames) == 30 and not src.warnings and src.lost == 0
+
+
+def test_encoder_failure_names_the_os_error_anywhere_in_its_log(tmp_path):
+    from tfcseg.io.video import VideoWriter
+
+    writer = VideoWriter(tmp_path / "out.mp4", fps=25, width=64, height=48)
+    writer._tmp = tmp_path / "x.tmp.mp4"
+    writer._stderr.extend(["av_interleaved_write_frame(): No space left on device",
+                           "Nothing was written into output file, because at least one of its streams "
+                           "received no packets."])
+    assert writer._error() == "the disk is full (no space left on device)"
+    writer._stderr.clear()
+    writer._stderr.append("Conversion failed!")
+    assert writer._error() == "Conversion failed!"

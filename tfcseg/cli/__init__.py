@@ -25,6 +25,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import Terminated, TfcsegError, as_flags
+from ..io.atomic import remove_own_temporaries
 
 class _FlagsTakeNoValue:
     """Help without a `<bool>` value hint on flags (`--overwrite`, `--progress/--no-progress`,
@@ -185,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
                           soft_wrap=True)
         return 2
     except KeyboardInterrupt:
+        remove_own_temporaries()
         err_console.print("[yellow]interrupted[/]")
         return 130
     except Terminated:
+        remove_own_temporaries()
         err_console.print("[yellow]terminated[/] (SIGTERM)")
         return 128 + signal.SIGTERM
     finally:

@@ -31,8 +31,11 @@ os.umask(UMASK)
 HOST_TAG = hashlib.blake2s(socket.gethostname().encode(), digest_size=3).hexdigest()
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[a-z0-9_]+\.tmp(\.[^./]*)?$")
 
+# Folders this process made temporaries in (absolute paths; see remove_own_temporaries).
+_TEMP_FOLDERS: set[Path] = set()
+
 # What ran out or what is in the way, in words, for the OS errors a write meets.
-_REASONS = {
+OS_ERROR_REASONS = {
     errno_codes.ENOSPC: "the disk is full (no space left on device)",
     errno_codes.EDQUOT: "the disk quota is used up",
     errno_codes.EROFS: "the file system is read-only",
@@ -49,7 +52,7 @@ _REASONS = {
 
 def describe_os_error(exc: OSError) -> str:
     """What went wrong with a write, in words: "the disk is full (no space left on device)"."""
-    return _REASONS.get(exc.errno, exc.strerror or str(exc))
+    return OS_ERROR_REASONS.get(exc.errno, exc.strerror or str(exc))
 
 
 def write_error(path: str | Path, exc: OSError, what: str = "could not write") -> WriteError:
@@ -70,6 +73,7 @@ def make_temp(final: str | Path, suffix: str | None = None, folder: bool = False
     mkdtemp make them owner-only. `suffix` defaults to the final name's suffix."""
     final = Path(final)
     end = ".tmp" + (final.suffix if suffix is None else suffix)
+    _TEMP_FOLDERS.add(final.parent.absolute())  # before creating: see remove_own_temporaries
     if folder:
         tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(final.name), suffix=end, dir=final.parent))
         os.chmod(tmp, 0o777 & ~UMASK)
@@ -78,6 +82,33 @@ def make_temp(final: str | Path, suffix: str | None = None, folder: bool = False
     os.close(fd)
     os.chmod(name, 0o666 & ~UMASK)
     return Path(name)
+
+
+def remove_own_temporaries() -> list[Path]:
+    """Remove every temporary this process made and still holds (the paths removed). For the
+    exit after Ctrl-C or SIGTERM: a signal that lands between a temporary's creation and the
+    `try` that would remove it (inside `tempfile.mkstemp`, say) leaves it behind otherwise.
+    Only names of this machine and process, in folders where `make_temp` ran; never raises."""
+    removed: list[Path] = []
+    prefix_tail = f".{HOST_TAG}-{os.getpid()}-"
+    for folder in list(_TEMP_FOLDERS):
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            m = _TEMP_RE.match(path.name)
+            if m is None or f".{m['host']}-{m['pid']}-" != prefix_tail:
+                continue
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
 
 
 def is_temporary(name: str) -> bool:

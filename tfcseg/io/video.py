@@ -24,12 +24,14 @@ onto the final name only when everything finished cleanly.
 from __future__ import annotations
 
 import collections
+import errno as errno_codes
 import glob as globlib
 import math
 import os
 import queue
 import re
 import secrets
+import shutil
 import struct
 import subprocess
 import sys
@@ -45,7 +47,7 @@ import cv2
 import numpy as np
 
 from ..errors import TfcsegError
-from .atomic import UMASK, make_temp, sweep_stale, write_error
+from .atomic import OS_ERROR_REASONS, UMASK, make_temp, sweep_stale, write_error
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # What a folder or a glob of videos is made of (a single file of any name is read as a video).
@@ -1097,7 +1099,18 @@ class VideoWriter:
         self.frames += 1
 
     def _error(self) -> str:
+        """Why the encoder stopped, in words. An OS error anywhere in its log wins (ffmpeg's
+        last line after a full disk is often only "Nothing was written ..."), and a target
+        folder with next to no space left is named as such whatever the log says."""
         lines = [_clean_line(ln) for ln in self._stderr if ln.strip()]
+        for errno in OS_ERROR_REASONS:
+            if any(os.strerror(errno) in ln for ln in lines):
+                return OS_ERROR_REASONS[errno]
+        try:
+            if shutil.disk_usage(self._tmp.parent).free < 1 << 20:
+                return OS_ERROR_REASONS[errno_codes.ENOSPC]
+        except OSError:
+            pass
         return lines[-1] if lines else f"ffmpeg exit status {self._proc.returncode}"
 
     def _mux_audio(self) -> None:
