@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from .data.transforms import VSPW_FRAME_SIZE
 from .runtime import MODES
 
 
@@ -142,7 +143,7 @@ MSDA_SHARES = (0.1, 0.2, 0.4, 1.0)
 
 @dataclass
 class BenchmarkSettings:
-    size: tuple[int, int] = (480, 853)  # inference size (h, w); frames are made at this size
+    size: tuple[int, int] = VSPW_FRAME_SIZE  # inference size (h, w); frames are made at this size
     frames: int = 16  # frames of the synthetic clip timed per mode
     keyframe_interval: int | str = 8  # or "auto", with the four options below (None: defaults)
     keyframe_similarity: float | None = None
@@ -467,11 +468,16 @@ def _device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
+    from .runtime import cpu_flags, has_amx
+
+    name = platform.processor() or platform.machine()
     try:  # Linux: the CPU's name, as lscpu shows it (platform.processor() says only "x86_64")
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if not cpu_flags():
+        return name
+    # what decides the bf16 path (runtime.has_amx, ops.attention.enabled)
+    bf16 = "AVX512-BF16" if "avx512_bf16" in cpu_flags() else "no AVX512-BF16"
+    return f"{name} ({bf16}, {'AMX' if has_amx() else 'no AMX'})"

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.masks import DataWarning, UnreadableFileError, mask_palette, read_mask, remap_label, write_mask
+from .data.masks import DataWarning, UnreadableFileError, read_mask, remap_label, write_labels
 from .data.vspw import VSPWDataset
 from .errors import TfcsegError
 from .metrics import ConfusionMatrix, FlickerRate, VideoConsistency
@@ -231,7 +231,6 @@ def evaluate_model(
                     raise TfcsegError(f"{folder}: holds predictions already (use overwrite=True to replace "
                                       "them)", options=("overwrite",))
                 sweep_stale(folder)  # what a killed earlier run left
-    png_palette = mask_palette(dataset.palette)
     scores = _Scores(dataset)
     frame_lists = {video: dataset.frames(video) for video in dataset.videos}
     model_seconds, timed_frames, keyframes, msda_shares = 0.0, 0, 0, []
@@ -262,7 +261,9 @@ def evaluate_model(
                     msda_shares.append(float(result.msda_share))
                 scores.add(pred, pred, gt_raw, record.mask)
                 if save_dir is not None:
-                    write_mask(save_dir / video / f"{record.name}.png", pred.astype(np.uint8) + 1, png_palette)
+                    # VSPW's encoding (class k as k + 1, 16-bit beyond 254 classes), coloured
+                    write_labels(save_dir / video / f"{record.name}.png", pred, dataset.num_classes,
+                                 dataset.palette)
             gaps.extend(np.diff(key_indices).tolist())
     out = scores.result()
     out.update({

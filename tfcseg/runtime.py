@@ -3,6 +3,7 @@ where tfcseg keeps its caches."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -63,18 +64,29 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (Linux: /proc/cpuinfo; empty where they cannot be read)."""
+    try:
+        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                     if ln.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
+def has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bf16 (Intel Sapphire Rapids and later): oneDNN then
+    runs PyTorch's bf16 matmuls, linears and convolutions on them."""
+    return "amx_bf16" in cpu_flags()
+
+
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matmuls have hardware support here: a CUDA GPU that supports bf16, or a
-    CPU with AVX512-BF16 or AMX (Linux: /proc/cpuinfo flags). Elsewhere bf16 autocast runs
-    emulated and slower than fp32."""
+    CPU with AVX512-BF16 or AMX. Elsewhere bf16 autocast runs emulated and slower than fp32."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return "avx512_bf16" in cpu_flags() or has_amx()
 
 
 def cache_root() -> Path:

@@ -125,11 +125,8 @@ def _logits_on_and_off(monkeypatch, bf16: bool):
     model = _model()
     x = torch.randn(1, 3, 67, 91, generator=torch.Generator().manual_seed(5))
     runs = []
-    for switch in (None, "0"):
-        if switch is None:
-            monkeypatch.delenv(attention.ENV_SWITCH, raising=False)
-        else:
-            monkeypatch.setenv(attention.ENV_SWITCH, switch)
+    for switch in ("1", "0"):  # "1": also on CPUs with AMX, where bf16 would step aside
+        monkeypatch.setenv(attention.ENV_SWITCH, switch)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             with torch.autograd.profiler.profile() as prof:
                 logits = model.image_logits(x)
@@ -176,3 +173,19 @@ def test_disabled_extension_falls_back_silently(monkeypatch):
         with torch.no_grad():
             assert attention.fast_cpu_attention(q, k, v) is None
     assert not msda_ext.status().active
+
+
+def test_bf16_steps_aside_on_amx_cpus_unless_forced(compiled, monkeypatch):
+    q, k, v = (t.bfloat16() for t in _qkv(1, 2, 8, 6, 32))
+    monkeypatch.delenv(attention.ENV_SWITCH, raising=False)
+    for amx, bf16_kernel in ((False, True), (True, False)):
+        monkeypatch.setattr(attention, "has_amx", lambda amx=amx: amx)
+        with torch.no_grad():
+            assert (attention.fast_cpu_attention(q, k, v) is not None) == bf16_kernel
+            assert attention.fast_cpu_attention(q.float(), k.float(), v.float()) is not None  # fp32 kept
+    monkeypatch.setenv(attention.ENV_SWITCH, "1")
+    with torch.no_grad():
+        assert attention.fast_cpu_attention(q, k, v) is not None
+    monkeypatch.setenv(attention.ENV_SWITCH, "0")
+    with torch.no_grad():
+        assert attention.fast_cpu_attention(q.float(), k.float(), v.float()) is None

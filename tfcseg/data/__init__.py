@@ -24,6 +24,7 @@ from .masks import (
     read_label,
     read_mask,
     remap_label,
+    write_labels,
     write_mask,
 )
 from .synthetic import make_synthetic_vspw
@@ -34,6 +35,6 @@ __all__ = [
     "VSPW_CLASSES", "VSPW_PALETTE", "IGNORE_INDEX", "VSPWDataset", "ClipDataset", "FrameRecord",
     "DataWarning", "UnreadableFileError", "make_synthetic_vspw", "read_image", "read_mask",
     "read_label", "remap_label", "read_split", "load_class_names", "write_mask",
-    "encode_labels", "encode_png_indices", "mask_palette", "ClipAugmentation",
+    "encode_labels", "encode_png_indices", "mask_palette", "write_labels", "ClipAugmentation",
     "sample_clip_augmentation", "apply_clip_augmentation",
 ]

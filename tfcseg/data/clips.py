@@ -13,7 +13,7 @@ from ..errors import TfcsegError
 from ..models.segformer import IMAGENET_MEAN, IMAGENET_STD
 from .masks import IGNORE_INDEX, DataWarning, remap_label
 from .motion import video_rate_clip
-from .transforms import apply_clip_augmentation, sample_clip_augmentation
+from .transforms import VSPW_FRAME_SIZE, apply_clip_augmentation, sample_clip_augmentation
 from .vspw import VSPWDataset
 
 
@@ -37,7 +37,7 @@ class ClipDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "train", clip_len: int = 4, crop: int = 480,
-                 base_size: tuple[int, int] = (480, 853), ratio_range: tuple[float, float] = (0.5, 2.0),
+                 base_size: tuple[int, int] = VSPW_FRAME_SIZE, ratio_range: tuple[float, float] = (0.5, 2.0),
                  cat_max_ratio: float = 0.75, flip: bool = True, photometric: bool = True,
                  seed: int = 0, video_rate_share: float = 0.0) -> None:
         if clip_len < 1:

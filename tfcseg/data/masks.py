@@ -191,6 +191,13 @@ def write_mask(path: str | Path, mask: np.ndarray, palette: Sequence[Sequence[in
     atomic_write_bytes(path, encode_png_indices(mask, palette))
 
 
+def write_labels(path: str | Path, labels: np.ndarray, num_classes: int,
+                 class_palette: Sequence[Sequence[int]] | None = None) -> None:
+    """Write a predicted label map atomically as a mask PNG in the VSPW encoding (see
+    `encode_labels`)."""
+    atomic_write_bytes(path, encode_labels(labels, num_classes, class_palette))
+
+
 def mask_palette(class_palette: Sequence[Sequence[int]]) -> list[list[int]]:
     """A 256-entry PNG palette for masks in VSPW encoding: value k + 1 gets class k's colour,
     0 ("others") black, 255 (void) white."""

@@ -16,6 +16,8 @@ import numpy as np
 
 from .masks import IGNORE_INDEX
 
+VSPW_FRAME_SIZE = (480, 853)  # (H, W) of VSPW's 480p frames: the paper's training and inference size
+
 
 @dataclass(frozen=True)
 class ClipAugmentation:
@@ -52,7 +54,7 @@ def sample_clip_augmentation(
     rng: np.random.Generator,
     key_label: np.ndarray,
     crop: int,
-    base_size: tuple[int, int] = (480, 853),
+    base_size: tuple[int, int] = VSPW_FRAME_SIZE,
     ratio_range: tuple[float, float] = (0.5, 2.0),
     cat_max_ratio: float = 0.75,
     flip: bool = True,

@@ -10,11 +10,13 @@ its flash kernel at SegFormer-B0's shapes); it is built and loaded together with
 kernels by `tfcseg.ops.build` (one library, one cache entry, the same switch
 `TFCSEG_MSDA_EXT=0`). The compiled kernel runs PyTorch's SDPA itself for what it does not
 cover (other dtypes, mixed dtypes, CPUs without the instructions, d not a multiple of 16 or
-> 128, S > 4096). The result may be a non-contiguous view ([B, N, M, d] memory).
+> 128, S > 4096). The result may be a non-contiguous view ([B, N, M, d] memory). On CPUs with
+AMX, bfloat16 attention is left to PyTorch's SDPA by default (see `enabled`): chosen at run
+time, so one install serves AVX512-BF16 and AMX machines.
 
 `fast_cpu_attention(q, k, v)` is what `models.mit.EfficientSelfAttention` calls: the op when the
 compiled kernel would run (no autograd, CPU bf16 or fp32 tensors of one dtype, kernel loaded,
-not disabled by `TFCSEG_ATTN_EXT=0`, not traced for export), else None (the caller keeps
+not switched off by `TFCSEG_ATTN_EXT` or by AMX for bf16, not traced for export), else None (the caller keeps
 F.scaled_dot_product_attention).
 """
 
@@ -25,10 +27,11 @@ import os
 import torch
 import torch.nn.functional as F
 
+from ..runtime import has_amx
 from . import build
 from .library import LIB
 
-ENV_SWITCH = "TFCSEG_ATTN_EXT"  # "0": SegFormer keeps F.scaled_dot_product_attention
+ENV_SWITCH = "TFCSEG_ATTN_EXT"  # "0": always PyTorch's SDPA; "1": the compiled kernel wherever it runs
 
 
 def attention_pytorch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -39,9 +42,15 @@ def attention_pytorch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
 LIB.impl("attention", attention_pytorch, "CompositeExplicitAutograd")
 
 
-def enabled() -> bool:
-    """Whether `fast_cpu_attention` may use the compiled kernel (not switched off)."""
-    return os.environ.get(ENV_SWITCH, "").strip() != "0"
+def enabled(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether `fast_cpu_attention` may use the compiled kernel for `dtype`. `TFCSEG_ATTN_EXT=0`
+    switches it off, `=1` on; by default (unset) bfloat16 steps aside on CPUs with AMX, where
+    PyTorch's SDPA reaches the AMX tiles through oneDNN's bf16 GEMMs and the kernel's
+    AVX512-BF16 dot products (one 32-pair instruction at a time) cannot keep up."""
+    switch = os.environ.get(ENV_SWITCH, "").strip()
+    if switch in ("0", "1"):
+        return switch == "1"
+    return not (dtype == torch.bfloat16 and has_amx())
 
 
 _DTYPES = (torch.bfloat16, torch.float32)  # what the compiled kernel has fast paths for
@@ -50,7 +59,7 @@ _DTYPES = (torch.bfloat16, torch.float32)  # what the compiled kernel has fast p
 def fast_cpu_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
     """The compiled op's result for CPU bfloat16 / float32 inference, else None (use SDPA)."""
     if (q.dtype not in _DTYPES or q.device.type != "cpu" or torch.is_grad_enabled()
-            or k.dtype != q.dtype or v.dtype != q.dtype or not enabled()
+            or k.dtype != q.dtype or v.dtype != q.dtype or not enabled(q.dtype)
             or torch.compiler.is_compiling() or torch.jit.is_tracing()):  # export: plain SDPA
         return None
     if not build.tried():

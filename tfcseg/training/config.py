@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.transforms import VSPW_FRAME_SIZE
 from ..errors import TfcsegError
 from .losses import SEG_LOSSES
 
@@ -44,7 +45,7 @@ class TrainConfig:
     train_split: str = "train"
     keyframe_interval: int = 4
     crop: int = 480
-    base_size: tuple[int, int] = (480, 853)  # (H, W) that ratio_range scales
+    base_size: tuple[int, int] = VSPW_FRAME_SIZE  # (H, W) that ratio_range scales
     ratio_range: tuple[float, float] = (0.5, 2.0)
     cat_max_ratio: float = 0.75
     flip: bool = True
