@@ -237,7 +237,8 @@ class VideoSegmenter:
         if backend == "onnxruntime":
             from .backends.ort import as_onnx_model
 
-            self.model = as_onnx_model(model, device=device, options=options)
+            self.model = as_onnx_model(model, device=device, options=options,
+                                       threads=threads if isinstance(threads, int) else None)
             self.model.check_options(options)  # an export that cannot run them fails here
             self.dtype = torch.float32
         else:

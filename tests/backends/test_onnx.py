@@ -254,3 +254,16 @@ def test_onnx_export_overwrite_keeps_other_files_and_refuses_dangerous_folders(e
         export_onnx(model, Path("."), overwrite=True)
     assert (out / "notes.txt").read_text() == "mine"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_thread_count_reaches_onnx_runtime(exports):
+    _, folder = exports[False]
+    ort = OnnxRuntimeModel(folder)
+    assert ort.threads == torch.get_num_threads()
+    assert VideoSegmenter(ort, threads="auto").model is ort  # auto tunes PyTorch's count only
+    one = VideoSegmenter(ort, threads=1).model
+    assert one is not ort and one.threads == 1 and one.providers == ort.providers
+    frames = _clip(3, 48, 80)
+    a = [r.labels for r in VideoSegmenter(ort, keyframe_interval=2).segment(frames)]
+    b = [r.labels for r in VideoSegmenter(ort, keyframe_interval=2, threads=1).segment(frames)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -82,7 +82,8 @@ class OnnxRuntimeModel:
 
     backend = "onnxruntime"
 
-    def __init__(self, folder: str | Path, device: torch.device | str | None = "cpu") -> None:
+    def __init__(self, folder: str | Path, device: torch.device | str | None = "cpu",
+                 threads: int | None = None) -> None:
         ort = require_onnxruntime()
         folder = Path(folder)
         entry = onnx_entry(folder)
@@ -97,8 +98,12 @@ class OnnxRuntimeModel:
         self.similarity_level = int(entry["similarity_level"])
         self.interpolation_codes = dict(entry["interpolation_codes"])
         self.providers = providers_for(device)
+        self.provider_device = device  # what `providers` were chosen for (see as_onnx_model)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # as the PyTorch backend
+        # `threads`, else as the PyTorch backend (fixed for the sessions' life: ONNX Runtime
+        # has no per-run count, so VideoSegmenter's threads="auto" tuning is PyTorch's only)
+        self.threads = int(threads) if threads else torch.get_num_threads()
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
         sessions = []
@@ -207,16 +212,19 @@ def load_onnx_model(source: str | Path | None, device: torch.device | str | None
 
 
 def as_onnx_model(model, device: torch.device | str | None = None,
-                  options: TFCOptions | None = None) -> OnnxRuntimeModel:
+                  options: TFCOptions | None = None, threads: int | None = None) -> OnnxRuntimeModel:
     """`model` for the ONNX Runtime backend: an `OnnxRuntimeModel` as it is; a `TFCSegFormer`
     exported once into tfcseg's cache (with sparse MSDA when `options`, default its config's,
-    turn it on and the module is trained), on `device` (default: the model's)."""
+    turn it on and the module is trained), on `device` (default: the model's), with
+    `threads` intra-op threads (default: PyTorch's count)."""
     if isinstance(model, OnnxRuntimeModel):
-        if device is not None and providers_for(device) != model.providers:
-            return OnnxRuntimeModel(model.folder, device)
+        other_device = device is not None and providers_for(device) != model.providers
+        if other_device or (threads and threads != model.threads):
+            return OnnxRuntimeModel(model.folder, device if other_device else model.provider_device, threads)
         return model
     from .onnx_export import cached_export
 
     require_onnxruntime()
     msda = (options or model.config.tfc).msda
-    return OnnxRuntimeModel(cached_export(model, msda=msda), device if device is not None else model.device)
+    return OnnxRuntimeModel(cached_export(model, msda=msda), device if device is not None else model.device,
+                            threads)
