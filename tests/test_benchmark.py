@@ -113,3 +113,15 @@ def test_benchmark_load_starts_and_stops_busy_processes(monkeypatch, tmp_path, c
     for mode in ("segformer", "tfc"):
         for name in ("auto", "pytorch_default"):
             assert load[mode][name]["fps"] > 0 and load[mode][name]["kept"] > 0
+
+
+def test_benchmark_msda_choice(tmp_path):
+    torch.manual_seed(0)
+    save_checkpoint(TFCSegFormer(tiny_config(tfc_trained=True)), tmp_path / "ck")
+    shares = {}
+    for choice in ("off", "0.99"):
+        out = tmp_path / f"{choice}.json"
+        assert main(["benchmark", "-m", str(tmp_path / "ck"), "--size", "64x96", "--frames", "3", "--repeats", "1",
+                     "-k", "3", "--no-msda-sweep", "--msda", choice, "--json", str(out)]) == 0
+        shares[choice] = json.loads(out.read_text())["modes"]["tfc"]["msda_share"]
+    assert shares["off"] == 0.0 < shares["0.99"]

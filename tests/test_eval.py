@@ -297,3 +297,26 @@ def test_cli_eval_auto_keyframes(data, model, tmp_path, capsys):
                "--keyframe-changed-share", "2", "-q"])
     err = capsys.readouterr().err
     assert rc == 2 and "--keyframe-changed-share must be a share" in " ".join(err.split())
+
+
+def test_cli_eval_msda_choice(data, tmp_path, capsys):
+    """--msda off|on|T overrides the config's sparse MSDA for one run: the JSON says which
+    threshold ran and how many points it updated; a lower threshold updates fewer points."""
+    torch.manual_seed(0)
+    save_checkpoint(TFCSegFormer(tiny_config(num_classes=4, tfc_trained=True)), tmp_path / "m")
+    runs = {}
+    for choice in ("off", "0.5", "on", "model"):
+        rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--short-side", "0",
+                   "--msda", choice, "--json", str(tmp_path / f"{choice}.json"), "-q"])
+        assert rc == 0, capsys.readouterr().err
+        runs[choice] = json.loads((tmp_path / f"{choice}.json").read_text())
+    assert runs["off"]["msda_threshold"] is None and runs["off"]["msda_share"] == 0.0
+    assert runs["0.5"]["msda_threshold"] == 0.5
+    threshold = tiny_config(num_classes=4).tfc.msda_threshold
+    assert runs["on"]["msda_threshold"] == threshold
+    assert 0 < runs["0.5"]["msda_share"] <= runs["on"]["msda_share"]
+    assert runs["model"]["msda_threshold"] == (threshold if tiny_config().tfc.msda else None)
+    for bad in ("2", "maybe", "0"):
+        rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--msda", bad, "-q"])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"--msda {bad}: expected model, on, off" in err and "Traceback" not in err

@@ -354,3 +354,19 @@ def test_summary_lists_keyframes_fixed_and_auto(tmp_path, capsys):
                                     "max_keyframe_interval": 8, "min_keyframe_interval": 1}
     text = " ".join(out.split())
     assert "auto: 1 on a change" in text and "mean interval 5.0" in text and "0, 5" in text
+
+
+def test_msda_choice_reaches_the_summary(tmp_path, ckpt, capsys):
+    src = write_video(tmp_path / "a.mp4", noise_frames(4, 48, 40), fps=NTSC)
+    shares = {}
+    for choice, threshold in (("off", None), ("0.3", 0.3), ("on", "config")):
+        code, out, err = run_cli(capsys, src, "-o", tmp_path / f"{choice}.mp4", "--model", ckpt, "-k", "4",
+                                 "--msda", choice, "--json", tmp_path / "s.json", "-q")
+        assert code == 0, err
+        s = json.loads((tmp_path / "s.json").read_text())
+        expected = json.loads((ckpt / "config.json").read_text())["tfc"]["msda_threshold"] if threshold == "config" else threshold
+        assert s["msda_threshold"] == expected
+        shares[choice] = s["mean_msda_share"]
+    assert not shares["off"] and shares["0.3"] <= shares["on"]
+    code, out, err = run_cli(capsys, src, "--model", ckpt, "--msda", "sometimes")
+    assert code == 2 and "--msda sometimes" in err

@@ -176,6 +176,7 @@ def evaluate_model(
     keyframe_changed_share: float | None = None,
     max_keyframe_interval: int | None = None,
     min_keyframe_interval: int | None = None,
+    msda: bool | float | None = None,
 ) -> dict[str, Any]:
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
     score it with the official VSPW metrics (see the module docstring for the result).
@@ -188,7 +189,9 @@ def evaluate_model(
     PNGs; a folder that holds predictions of the split's videos already is refused unless
     `overwrite` (which replaces the PNGs it writes, and nothing else). precision: fp32, or
     bf16/fp16 autocast. backend: pytorch, or onnxruntime (the model's ONNX graphs in ONNX
-    Runtime; `model` may be an `OnnxRuntimeModel`); default: the model's own. Frames with a missing or unreadable file are skipped with a
+    Runtime; `model` may be an `OnnxRuntimeModel`); default: the model's own. msda: sparse MSDA
+    as the model's config says (None), off, on, or on at a threshold (see
+    `tfcseg.segmenter.with_msda`). Frames with a missing or unreadable file are skipped with a
     `DataWarning`.
     """
     from .io.atomic import sweep_stale
@@ -211,7 +214,7 @@ def evaluate_model(
     try:
         segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
-                                   **schedule)
+                                   msda=msda, **schedule)
     except TfcsegError:
         raise
     except ValueError as exc:
@@ -277,6 +280,7 @@ def evaluate_model(
         "keyframes_on_change": on_change if segmenter.policy is not None else None,
         "mean_keyframe_interval": float(np.mean(gaps)) if gaps else None,
         "msda_share": float(np.mean(msda_shares)) if msda_shares else 0.0,
+        "msda_threshold": segmenter.msda_threshold,
     })
     return out
 

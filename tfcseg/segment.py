@@ -265,6 +265,7 @@ def segment_video(
     keep_outputs: Collection[Path] = (),
     backend: str | None = None,
     threads: int | str | None = "auto",
+    msda: bool | float | None = None,
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames, a glob, a URL or a camera) into an
     overlay video.
@@ -293,7 +294,8 @@ def segment_video(
     (the model's ONNX graphs in ONNX Runtime; an ONNX export runs as it is, any other model is
     exported once into tfcseg's cache; fp32; needs `pip install "tfcseg[onnx]"`). `threads`:
     CPU threads, "auto" (PyTorch's count or one, whichever is faster now: see
-    `VideoSegmenter`), or a count.
+    `VideoSegmenter`), or a count. `msda`: sparse MSDA as the model's config says (None), off,
+    on, or on at a similarity threshold (`tfcseg.segmenter.with_msda`).
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
@@ -358,7 +360,7 @@ def segment_video(
     try:
         segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
-                                   **schedule)
+                                   msda=msda, **schedule)
     except TfcsegError:
         raise
     except ValueError as exc:
@@ -468,6 +470,7 @@ def segment_video(
         "mode": mode,
         "keyframe_interval": segmenter.keyframe_interval,
         "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
+        "msda_threshold": segmenter.msda_threshold,
         "precision": precision,
         "backend": backend,
         "threads": segmenter.tuner.current if segmenter.tuner is not None else None,

@@ -179,6 +179,20 @@ class FrameResult:
     changed_share: float | None = None
 
 
+def with_msda(options: TFCOptions, msda: bool | float | None) -> TFCOptions:
+    """`options` with sparse MSDA as asked: None keeps them, False turns it off, True turns it
+    on at their threshold, a number turns it on at that similarity threshold (points below it
+    are updated; 0 < threshold <= 1)."""
+    if msda is None:
+        return options
+    if isinstance(msda, bool):
+        return replace(options, msda=msda)
+    threshold = float(msda)
+    if not 0.0 < threshold <= 1.0:
+        raise OptionError(f"msda threshold {msda}: expected a similarity in (0, 1]", options=("msda",))
+    return replace(options, msda=True, msda_threshold=threshold)
+
+
 class VideoSegmenter:
     """A streaming video session over a `TFCSegFormer`.
 
@@ -204,6 +218,8 @@ class VideoSegmenter:
     graphs in ONNX Runtime (CPU provider, CUDA's for a CUDA `device`), fp32; `model` is then
     an `OnnxRuntimeModel` (`tfcseg.load_onnx_model`) or a `TFCSegFormer`, exported once into
     tfcseg's cache. Default: the model's own (onnxruntime for an `OnnxRuntimeModel`).
+    `msda`: sparse MSDA as the model's config says (None), off (False), on at the config's
+    threshold (True) or on at this similarity threshold (a float; see `with_msda`).
     """
 
     def __init__(self, model: TFCSegFormer, keyframe_interval: int | str = 4, mode: str = "tfc",
@@ -212,7 +228,7 @@ class VideoSegmenter:
                  keyframe_similarity: float | None = None, keyframe_changed_share: float | None = None,
                  max_keyframe_interval: int | None = None,
                  min_keyframe_interval: int | None = None, threads: int | str | None = "auto",
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, msda: bool | float | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         interval, policy = keyframe_schedule(
@@ -228,7 +244,7 @@ class VideoSegmenter:
                              "checkpoint with tfcseg.load_model for the PyTorch backend")
         if backend == "onnxruntime" and precision != "fp32":
             raise ValueError(f"backend onnxruntime runs in fp32, not {precision}")
-        options = options or model.config.tfc
+        options = with_msda(options or model.config.tfc, msda)
         if mode == "reuse":
             options = replace(options, interpolation="none", msda=False)
         options.validate()
@@ -287,6 +303,15 @@ class VideoSegmenter:
         limit = (self.policy.max_keyframe_interval if self.policy is not None
                  else int(self.keyframe_interval))
         return "interval" if self._since_key >= limit else None
+
+    @property
+    def msda_threshold(self) -> float | None:
+        """The similarity below which sparse MSDA updates a point, or None where it does not run
+        (off, feature reuse, SegFormer mode, or a model whose MSDA is untrained)."""
+        if (self.mode != "tfc" or not self.options.msda
+                or not getattr(self.model.config, "tfc_trained", False)):
+            return None
+        return self.options.msda_threshold
 
     def segment(self, frames: Iterable[np.ndarray], *,
                 return_logits: bool = False) -> Iterator[FrameResult]:

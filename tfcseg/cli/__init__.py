@@ -144,6 +144,24 @@ def warnings_as_lines(more: str = "") -> Iterator[WarningPrinter]:
                               + (f" ({more})" if more else ""), highlight=False)
 
 
+MSDA_HELP = ("Sparse MSDA: model (the model's config.json), off, on, or a similarity threshold "
+             "(on for the points below it, e.g. 0.7; fewer points and less cost when lower).")
+
+
+def parse_msda(text: str) -> bool | float | None:
+    """--msda: "model" (None: the config's setting), "off", "on" or a threshold in (0, 1]."""
+    key = text.strip().lower()
+    if key in ("model", "on", "off"):
+        return None if key == "model" else key == "on"
+    try:
+        value = float(key)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise TfcsegError(f"--msda {text}: expected model, on, off or a similarity threshold in (0, 1]")
+    return value
+
+
 def parse_threads(text: str) -> int | str | None:
     """--threads: "auto", "fixed" (PyTorch's count throughout: None) or a count >= 1."""
     if text == "auto":

@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
-from . import app, err_console, parse_threads, results_console, warnings_as_lines, write_json
+from . import MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, warnings_as_lines, write_json
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes)
 
@@ -94,6 +94,7 @@ def eval_command(
                                 "now; floats may round differently frame to frame) or a number."),
     backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
                                 "ONNX graphs in ONNX Runtime, fp32; needs pip install \"tfcseg[onnx]\")."),
+    msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
@@ -115,6 +116,7 @@ def eval_command(
                           "--model or --save-predictions")
     schedule = dict(keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
                     max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
+    msda_choice = parse_msda(msda)
     if predictions is None:
         keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before the model loads
     if json_file is not None and str(json_file) != "-":
@@ -130,7 +132,8 @@ def eval_command(
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
                                     progress=not quiet, precision=precision, overwrite=overwrite,
-                                    backend=backend, threads=parse_threads(threads), **schedule)
+                                    backend=backend, threads=parse_threads(threads), msda=msda_choice,
+                                    **schedule)
             result["model"] = str(model) if model is not None else "default"
     _print_result(result, per_class, results_console(json_file))
     if json_file is not None:

@@ -16,7 +16,7 @@ from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
 from ..io.video import ensure_writable_folder, expand_sources
 from ..segment import segment_video, segment_videos
-from . import app, err_console, parse_threads, results_console, write_json
+from . import MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, write_json
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes, keyframe_list)
 
@@ -73,6 +73,7 @@ def segment(
     threads: str = typer.Option("auto", "--threads", help="CPU threads: auto (PyTorch's count, "
                                 "set by OMP_NUM_THREADS, or one, whichever runs faster now: a busy "
                                 "machine makes one thread the faster) or a number."),
+    msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
     backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
                                 "ONNX graphs in ONNX Runtime, fp32; an ONNX export from `tfcseg "
                                 "export --format onnx` runs as it is, any other model is exported "
@@ -110,7 +111,7 @@ def segment(
                    realtime=realtime, keyframe_similarity=keyframe_similarity,
                    keyframe_changed_share=keyframe_changed_share,
                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval,
-                   backend=backend, threads=parse_threads(threads))
+                   backend=backend, threads=parse_threads(threads), msda=parse_msda(msda))
     out_console = results_console(json_file)  # stderr when the JSON goes to stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
