@@ -31,9 +31,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SETTINGS = ("1,2,4,8,16,auto,auto:0.7:0.3:16,auto:0.75:0.45:16,auto:0.7:0.35:8,auto:0.7:0.4:16,"
-                    "auto:0.7:0.45:16,auto:0.5:0.05:16,auto:0.5:0.1:16,auto:0.6:0.25:16,auto:0.5:0.15:16,"
-                    "auto:0.65:0.3:16")
+DEFAULT_SETTINGS = ("1,2,4,8,16,auto,auto:0.7:0.25:16,auto:0.7:0.4:16,auto:0.7:0.45:16,auto:0.75:0.35:16,"
+                    "auto:0.75:0.45:16,auto:0.75:0.5:16,auto:0.8:0.5:16,auto:0.65:0.2:16,auto:0.65:0.3:16,"
+                    "auto:0.6:0.2:16,auto:0.5:0.1:16,auto:0.7:0.35:16,auto:0.7:0.35:8")
 
 
 def parse_setting(text: str) -> dict[str, Any]:

@@ -43,13 +43,13 @@ def test_runs_and_table(tmp_path, monkeypatch, capsys):
     save_checkpoint(TFCSegFormer(tiny_config(num_classes=4, inference_short_side=0)), tmp_path / "ck")
     out = tmp_path / "runs"
     argv = ["keyframe_tradeoff.py", "--data-root", str(data), "--model", str(tmp_path / "ck"), "--out", str(out),
-            "--device", "cpu", "--settings", "1,3,auto,auto:0.7:0.35:16,auto:1.0:0.0:4"]
+            "--device", "cpu", "--settings", "1,3,auto,auto:0.7:0.3:16,auto:1.0:0.0:4"]
     monkeypatch.setattr(sys, "argv", argv)
     kt.main()
     rows = kt.load_rows(out)
     # "auto" and the default's options spelt out are one row (the latest), marked default;
     # fixed intervals by K, then auto by falling cost
-    assert [r["setting"] for r in rows] == ["1", "3", "auto:1.0:0.0:4", "auto:0.7:0.35:16"]
+    assert [r["setting"] for r in rows] == ["1", "3", "auto:1.0:0.0:4", "auto:0.7:0.3:16"]
     assert [r["default"] for r in rows] == [False, False, False, True]
     one, three, every, default = rows
     assert one["relative_macs"] == pytest.approx(1.0) and one["keyframe_share"] == 1.0
