@@ -45,8 +45,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 from .errors import TfcsegError
-from .data.masks import encode_labels
-from .io.atomic import AtomicFolder, atomic_write_bytes, is_temporary, sweep_stale
+from .data.masks import write_labels
+from .io.atomic import AtomicFolder, is_temporary, sweep_stale
 from .io.overlay import OverlayRenderer
 from .io.video import (Frame, FrameSource, VideoInfo, VideoWriter, ensure_writable_folder, expand_sources,
                        open_frames)
@@ -398,7 +398,7 @@ def segment_video(
             duration = frame.duration * stride if frame.duration is not None else None
             writer.write(render(frame.rgb, labels), frame.time, duration)
             if masks is not None:
-                atomic_write_bytes(masks.tmp / f"{frame.name}.png", encode_labels(labels, cfg.num_classes))
+                write_labels(masks.tmp / f"{frame.name}.png", labels, cfg.num_classes)
             bar.advance(task)
 
         sink = _DrawingThread(draw)

@@ -263,6 +263,8 @@ def test_thread_count_reaches_onnx_runtime(exports):
     assert VideoSegmenter(ort, threads="auto").model is ort  # auto tunes PyTorch's count only
     one = VideoSegmenter(ort, threads=1).model
     assert one is not ort and one.threads == 1 and one.providers == ort.providers
+    assert one._key.get_session_options().intra_op_num_threads == 1  # what ONNX Runtime was given
+    assert ort._key.get_session_options().intra_op_num_threads == torch.get_num_threads()
     frames = _clip(3, 48, 80)
     a = [r.labels for r in VideoSegmenter(ort, keyframe_interval=2).segment(frames)]
     b = [r.labels for r in VideoSegmenter(ort, keyframe_interval=2, threads=1).segment(frames)]

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.temporal import UNTRAINED_MSDA
 from ..errors import TfcsegError
 from ..models.config import CONFIG_NAME, ModelConfig, TFCOptions
 from ..models.state import NonKeyframeInfo
+from ..models.temporal import UNTRAINED_MSDA
 from .onnx_export import EXTRA_HINT, KEY_PREFIX
 
 CPU = "CPUExecutionProvider"

@@ -89,26 +89,9 @@ def remove_own_temporaries() -> list[Path]:
     exit after Ctrl-C or SIGTERM: a signal that lands between a temporary's creation and the
     `try` that would remove it (inside `tempfile.mkstemp`, say) leaves it behind otherwise.
     Only names of this machine and process, in folders where `make_temp` ran; never raises."""
-    removed: list[Path] = []
-    prefix_tail = f".{HOST_TAG}-{os.getpid()}-"
-    for folder in list(_TEMP_FOLDERS):
-        try:
-            entries = list(folder.iterdir())
-        except OSError:
-            continue
-        for path in entries:
-            m = _TEMP_RE.match(path.name)
-            if m is None or f".{m['host']}-{m['pid']}-" != prefix_tail:
-                continue
-            try:
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
+    own = str(os.getpid())
+    return [path for folder in list(_TEMP_FOLDERS)
+            for path in _remove_temporaries(folder, lambda m: m["host"] == HOST_TAG and m["pid"] == own)]
 
 
 def is_temporary(name: str) -> bool:
@@ -141,6 +124,13 @@ def pid_alive(pid: int) -> bool:
 def sweep_stale(folder: str | Path, name: str | None = None) -> list[Path]:
     """Remove the temporaries that dead processes of this machine left in `folder` (only
     those of final name `name`, when given); the paths removed. Never raises."""
+    return _remove_temporaries(folder, lambda m: m["host"] == HOST_TAG and (name is None or m["name"] == name)
+                               and not pid_alive(int(m["pid"])))
+
+
+def _remove_temporaries(folder: str | Path, chosen) -> list[Path]:
+    """Remove the temporaries in `folder` whose name `chosen(match)` accepts (files, or
+    folders with what is in them); the paths removed. Never raises."""
     removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
@@ -148,8 +138,7 @@ def sweep_stale(folder: str | Path, name: str | None = None) -> list[Path]:
         return removed
     for path in entries:
         m = _TEMP_RE.match(path.name)
-        if (m is None or m["host"] != HOST_TAG or (name is not None and m["name"] != name)
-                or pid_alive(int(m["pid"]))):
+        if m is None or not chosen(m):
             continue
         try:
             if path.is_dir() and not path.is_symlink():
