@@ -272,8 +272,7 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
     With `settings.onnxruntime`, the clips run on the ONNX Runtime backend too: `onnx_model`
     (an `OnnxRuntimeModel` of the same weights), else `model` exported once into the cache."""
     from .models.folded import level_rows
-    from .models.layout import no_autocast, rows_to_image
-    from .models.temporal import sparse_msda
+    from .models.layout import no_autocast
     from .runtime import PRECISIONS
     from .segmenter import preprocess
 
@@ -413,19 +412,22 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
             temporal = model.temporal
             with autocast():  # the same dtypes as a real non-keyframe
                 x1, x2 = model.encoder(px1, stages=2)
-                with no_autocast(x1):
-                    head = model.decoder.folded(state.base.dtype)
-                    rows = head.features_rows(state.base, *level_rows(x1, x2, state.base.dtype))
-                z = rows_to_image(rows, x1.shape[0], *x1.shape[-2:])  # [B, D, h4, w4]
-                value, shapes, starts = temporal.msda_inputs(model.decoder, x1, x2, state)
+            with no_autocast(x1):
+                head = model.decoder.folded(state.base.dtype)
+                x1_rows, up2_rows = level_rows(x1, x2, state.base.dtype)
             gen = torch.Generator().manual_seed(settings.seed)
             stages34 = lat["encoder_stages_3_4"]["median_ms"]
             sweep = []
             for share in MSDA_SHARES:
-                select = (torch.rand(z.shape[0], *z.shape[-2:], generator=gen) < share).to(device)
-                with autocast():
-                    t = time_fn(lambda: sparse_msda(temporal.msda, z, select, value, shapes, starts,
-                                                    value_projected=True), device, settings.repeats)
+                select = (torch.rand(x1.shape[0], *x1.shape[-2:], generator=gen) < share).to(device)
+                points = select.reshape(-1).nonzero().squeeze(1)
+
+                def update() -> torch.Tensor:  # what MSDA adds to a non-keyframe (TemporalFusion.non_keyframe)
+                    with no_autocast(x1):
+                        z = head.features_rows(state.base[points], x1_rows[points], up2_rows[points])
+                        return temporal.sparse_update(model.decoder, z, points, x1, x2, state)
+
+                t = time_fn(update, device, settings.repeats)
                 sweep.append({"share": share, "median_ms": t.median_ms,
                               "vs_encoder_stages_3_4": t.median_ms / stages34})
             result["msda_sweep"] = sweep

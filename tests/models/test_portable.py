@@ -45,7 +45,7 @@ def test_keyframe_state_equals_the_pytorch_path(size):
     model = _model(msda_levels=4)
     key, moved = _frames(size)
     logits, state = model.keyframe(key)
-    model.non_keyframe(moved, state)  # fills the state's lazy cache (unit features, MSDA values)
+    model.non_keyframe(moved, state)  # fills the state's lazy cache (unit features)
     out, _ = _run(model, True, key, moved, model.config.tfc)
     names = PortableKeyframe(model, True).state_names
     assert names == ("logits", "base", "unit", "value3", "value4")
@@ -55,8 +55,10 @@ def test_keyframe_state_equals_the_pytorch_path(size):
     assert torch.allclose(k.permute(0, 3, 1, 2), logits, atol=1e-5)
     assert torch.allclose(base.reshape(-1, 32), state.base, atol=1e-5)
     assert torch.allclose(unit.reshape(h4 * w4, -1), state.cache["unit2"], atol=1e-5)
-    assert torch.allclose(v3.flatten(2).transpose(1, 2), state.cache["value3"], atol=1e-5)
-    assert torch.allclose(v4.flatten(2).transpose(1, 2), state.cache["value4"], atol=1e-5)
+    for v, x, level in ((v3, state.x3, 3), (v4, state.x4, 4)):  # MSDA's values: value_proj(P_l x + b_l)
+        rows = x.flatten(2).transpose(1, 2)
+        ref = model.temporal.msda.value_proj(model.decoder.projection(level)(rows))
+        assert torch.allclose(v.flatten(2).transpose(1, 2), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("tfc", [

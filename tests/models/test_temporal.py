@@ -151,6 +151,31 @@ def test_fewer_msda_levels(levels):
     assert out.shape == (1, 5, 12, 18) and info.msda_share > 0
 
 
+@pytest.mark.parametrize("levels", [4, 3, 2, 1])
+@torch.no_grad()
+def test_sparse_logit_update_equals_msda_on_z(levels):
+    """Inference's sparse MSDA (features of the selected rows only, output projection and
+    classifier folded, levels 1-2 sampled before their projection with a ones channel,
+    levels 3-4 in class space) == the plain form (value pyramid, MSDA on z, classifier),
+    in float64 with random MSDA weights whose samples fall far outside the maps; batch 2
+    with one frame selecting no point."""
+    model = _model(msda_levels=levels, msda_threshold=0.9).double()
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.temporal.msda.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (3.0 if p.ndim == 1 else 0.3))
+    key, moved = (f.double() for f in _frames())
+    key, moved = torch.cat([key, key]), torch.cat([moved, key])  # frame 2 of the batch: static
+    out = model.clip_forward(torch.stack([key, moved], 1))
+    k_logits, state = model.keyframe(key)
+    n_logits, info = model.non_keyframe(moved, state)
+    assert 0 < info.msda_share < 0.5  # only frame 1 has changed points
+    assert (out.logits[:, 1] - n_logits).abs().max().item() < 1e-9
+    # and MSDA really changed them
+    off, _ = model.non_keyframe(moved, state, _opts(model, msda=False))
+    assert (off - n_logits).abs().max().item() > 1e-2
+
+
 @torch.no_grad()
 def test_untrained_tfc_modules_run_without_msda():
     model = _model(trained=False)

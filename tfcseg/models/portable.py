@@ -82,7 +82,7 @@ class _Portable(nn.Module):
                 vp = model.temporal.msda.value_proj
                 for lv in range(1, self.msda_levels + 1):
                     lin = model.decoder.projection(lv)
-                    weight = vp.weight @ lin.weight  # as TemporalFusion.level_values
+                    weight = vp.weight @ lin.weight  # W_v P_l: value_proj after the level projection, one map
                     bias = vp.weight @ lin.bias + vp.bias
                     self.register_buffer(f"vw{lv}", weight.t().float().contiguous(), persistent=False)
                     self.register_buffer(f"vb{lv}", bias.float().clone(), persistent=False)

@@ -17,8 +17,7 @@ Non-keyframe t, in this order:
 The MSDA value pyramid (a choice the paper leaves open): level l's values are the decoder's
 projection P_l x^l + b_l at the level's own resolution (D channels, so every level has the
 same width as the queries z_t), levels 1-2 from frame t and 3-4 from the keyframe, then
-MSDA's own `value_proj`. With `msda_levels = L < 4` the L finest levels are used. At
-inference P_l and value_proj are applied as one folded C_l -> D map (`level_values`).
+MSDA's own `value_proj`. With `msda_levels = L < 4` the L finest levels are used.
 
 The similarity is computed as 1 - |u_k - u_t|^2 / 2 with u = x̂ / |x̂| (per point), which is
 the cosine for unit vectors and is exactly 1 when the two features are bitwise equal (a
@@ -26,9 +25,16 @@ static scene), so that a threshold of 1.0 selects no point there.
 
 Inference (`non_keyframe`) uses the decoder's folded eval form on rows (folded.py) and
 computes the same quantities more cheaply: the similarity in a (C_l + 1)-dimensional basis
-with the same inner products (`similarity_basis`), and the interpolation of step 5 on logits
-rather than on z (the classifier is affine). Training (`clip`) uses the plain form, so
-BatchNorm and dropout behave as in training.
+with the same inner products (`similarity_basis`), and steps 4-6 on logits rather than on z
+(the classifier is affine, so classifier(z + r) = classifier(z) + W_cls r). Sparse MSDA then
+touches only the selected points (`SparseLogitUpdate`): z of those rows alone; the output
+projection and the classifier folded into one K x D map; levels 1-2 sampled from the
+frame's own C_l-channel maps with a ones channel appended and mapped after sampling (bilinear
+sampling and the attention-weighted sum are linear, and the ones channel carries the bias
+exactly where samples fall partly outside the map), so that no D-wide value map of the frame
+is ever computed; levels 3-4 from the keyframe's values, mapped to K channels per head once
+per keyframe. Training (`clip`) uses the plain form, so BatchNorm and dropout behave as in
+training.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.msda import MSDeformAttn, level_layout, pixel_centres
+from ..ops.msda import MSDeformAttn, level_layout, ms_deform_attn, pixel_centres
 from .config import ModelConfig, TFCOptions
 from .decoder import AllMLPDecoder
 from .folded import level_rows
@@ -135,6 +141,97 @@ def sparse_msda(msda: MSDeformAttn, z: torch.Tensor, select: torch.Tensor, value
     return flat.transpose(1, 2).reshape(b, d, h, w)
 
 
+class SparseLogitUpdate:
+    """Sparse MSDA at inference, as an update of the selected points' logits (see the module
+    docstring): W_cls MSDA(z[q]) for the selected points q, computed from weights folded once
+    (`fold`) and the keyframe's level-3/4 values mapped to classes (cached in its state).
+
+    Folded, per level l and head m (D_h = D / M channels; W_co = W_cls W_out [K, D]):
+      G_l[m] = (W_co[:, m] [W_v P_l | W_v b_l + b_v][m])^T   [C_l + 1, K]
+    and the update is b_co + sum_m sum_l G_l[m]^T S_l[q, m] (b_co = W_cls b_out), with S_l[q, m]
+    head m's attention-weighted samples of [x^l; 1] at point q. Levels 1-2 sample the frame's
+    [x^l; 1] and map after sampling (few points); levels 3-4 sample V_l = [x^l; 1] G_l, the
+    keyframe's values mapped to K channels per head once per keyframe. Computed in fp32 (or
+    the model's float64)."""
+
+    def __init__(self, temporal: "TemporalFusion", decoder: AllMLPDecoder) -> None:
+        self.msda, self.decoder = temporal.msda, decoder
+
+    def key(self) -> tuple:
+        m, d = self.msda, self.decoder
+        return tuple(tensor_key(t) for t in (
+            m.value_proj.weight, m.value_proj.bias, m.output_proj.weight, m.output_proj.bias,
+            m.sampling_offsets.weight, m.attention_weights.weight, d.classifier.weight,
+            d.projection(1).weight, d.projection(1).bias, d.projection(2).weight, d.projection(2).bias))
+
+    @torch.no_grad()
+    def fold(self) -> dict[str, torch.Tensor]:
+        m, d = self.msda, self.decoder
+        dtype = torch.promote_types(m.value_proj.weight.dtype, torch.float32)
+        heads, dh = m.n_heads, m.d_model // m.n_heads
+        w_cls = d.classifier.weight[:, :, 0, 0].to(dtype)  # [K, D]
+        w_co = w_cls @ m.output_proj.weight.to(dtype)  # [K, D]
+        out = {"w_co": w_co, "b_co": w_cls @ m.output_proj.bias.to(dtype),
+               "w_q": torch.cat([m.sampling_offsets.weight, m.attention_weights.weight]).to(dtype),
+               "b_q": torch.cat([m.sampling_offsets.bias, m.attention_weights.bias]).to(dtype)}
+        wv, bv = m.value_proj.weight.to(dtype), m.value_proj.bias.to(dtype)
+        for level in range(1, m.n_levels + 1):
+            lin = d.projection(level)
+            a = torch.cat([wv @ lin.weight.to(dtype), (wv @ lin.bias.to(dtype) + bv)[:, None]], 1)  # [D, C_l+1]
+            g = torch.einsum("kmd,mdc->mck", w_co.view(-1, heads, dh), a.view(heads, dh, -1))
+            out[f"g{level}"] = g.contiguous()  # [M, C_l+1, K]
+        return out
+
+    @staticmethod
+    def with_ones(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A map [B, C, h, w] as rows [B, h*w, C + 1] with a ones channel appended."""
+        rows = image_to_rows(x).to(dtype).view(x.shape[0], -1, x.shape[1])
+        return torch.cat([rows, rows.new_ones(*rows.shape[:2], 1)], -1)
+
+    def class_values(self, folded: dict[str, torch.Tensor], level: int, x: torch.Tensor) -> torch.Tensor:
+        """A keyframe level's MSDA values per head in class space, V_l [B, h_l*w_l, M, K],
+        from its map x [B, C_l, h_l, w_l]."""
+        return torch.einsum("bsc,mck->bsmk", self.with_ones(x, folded["w_co"].dtype), folded[f"g{level}"]).contiguous()
+
+    def __call__(self, folded: dict[str, torch.Tensor], z: torch.Tensor, points: torch.Tensor,
+                 size: tuple[int, int], maps: list[tuple[torch.Tensor, tuple[int, int]]],
+                 key_values: torch.Tensor | None, key_shapes: list[tuple[int, int]]) -> torch.Tensor:
+        """Logit updates [q, K] of one frame's selected points.
+
+        z [q, D]: their features; points [q]: their indices in the frame's 1/4 map of `size`
+        (h4, w4); maps: the frame's levels 1.. as (rows [S_l, C_l + 1] with a ones channel,
+        (h_l, w_l)); key_values [1, S', M, K]: the keyframe's class-space values of the
+        levels after those (`class_values`, concatenated), or None; key_shapes their (h, w)."""
+        msda, dtype, dev = self.msda, folded["w_co"].dtype, z.device
+        heads, levels, npts = msda.n_heads, msda.n_levels, msda.n_points
+        q, (h, w) = z.shape[0], size
+        pred = torch.addmm(folded["b_q"], z.to(dtype), folded["w_q"].t())  # [q, M*L*P*3]
+        n_off = heads * levels * npts * 2
+        offsets = pred[:, :n_off].view(q, heads, levels, npts, 2)
+        weights = pred[:, n_off:].view(q, heads, levels * npts).softmax(-1).view(q, heads, levels, npts)
+        # reference points: the points' pixel centres in [0, 1] as (x, y) (as pixel_centres)
+        ref = torch.stack([(points % w).to(dtype) + 0.5, (points // w).to(dtype) + 0.5], -1)
+        ref = ref / torch.tensor([w, h], dtype=dtype, device=dev)  # [q, 2]
+        out = folded["b_co"].expand(q, -1).clone()  # [q, K]
+        for level, (rows, (lh, lw)) in enumerate(maps):
+            # one head per call: the M heads of a point become M queries of the shared map
+            norm = torch.tensor([lw, lh], dtype=dtype, device=dev)
+            loc = ref[:, None, None, :] + offsets[:, :, level] / norm  # [q, M, P, 2]
+            s_l = ms_deform_attn(rows.view(1, lh * lw, 1, rows.shape[-1]),
+                                 torch.tensor([[lh, lw]], device=dev), torch.zeros(1, dtype=torch.long, device=dev),
+                                 loc.reshape(1, q * heads, 1, 1, npts, 2),
+                                 weights[:, :, level].reshape(1, q * heads, 1, 1, npts))  # [1, q*M, C_l+1]
+            out += torch.einsum("qmc,mck->qk", s_l.view(q, heads, -1), folded[f"g{level + 1}"])
+        if key_values is not None:
+            first = len(maps)
+            shapes, starts = level_layout(key_shapes, dev)
+            norm = shapes.flip(-1).to(dtype)  # [L', 2] as (w, h)
+            loc = ref[:, None, None, None, :] + offsets[:, :, first:] / norm[:, None, :]  # [q, M, L', P, 2]
+            s = ms_deform_attn(key_values, shapes, starts, loc[None], weights[:, :, first:][None])  # [1, q, M*K]
+            out += s.view(q, heads, -1).sum(1)
+        return out
+
+
 # Said once per model when sparse MSDA is asked of a model whose TFC modules were never trained.
 UNTRAINED_MSDA = ("this model's TFC modules are untrained (tfc_trained=False, e.g. official SegFormer "
                   "weights): sparse MSDA is off; similarity and interpolation still apply")
@@ -160,6 +257,8 @@ class TemporalFusion(nn.Module):
                                  config.tfc.msda_heads, config.tfc.msda_points)
         # level -> (key of the projection's weights, (R_w^T, R_b)); see `similarity_basis`
         self._bases: dict[int, tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
+        # (key of the weights it is folded from, SparseLogitUpdate.fold()); see sparse_update
+        self._folded_update: tuple[tuple, dict[str, torch.Tensor]] | None = None
         self._warned_untrained = False
 
     # ---- inference ------------------------------------------------------------------------
@@ -217,34 +316,42 @@ class TemporalFusion(nn.Module):
                 state.cache[key] = self.unit_rows(decoder, level, state.x1, state.x2)
         return state.cache[key]
 
-    def level_values(self, decoder: AllMLPDecoder, level: int, x: torch.Tensor) -> torch.Tensor:
-        """MSDA values of level l: value_proj(P_l x^l + b_l), flattened to [B, h_l*w_l, D].
-        Both maps are linear, so they are applied as one C_l -> D map (W_v P_l, W_v b_l + b_v):
-        the same values up to float rounding, without a D -> D map over the 1/4 grid."""
-        lin, vp = decoder.projection(level), self.msda.value_proj
-        weight = vp.weight @ lin.weight  # [D, C_l]
-        bias = vp.weight @ lin.bias + vp.bias  # [D]
-        rows = image_to_rows(x).view(x.shape[0], -1, x.shape[1])
-        if not torch.is_autocast_enabled(x.device.type):  # e.g. a bf16 keyframe's maps, fp32 now
-            rows = rows.to(weight.dtype)
-        return F.linear(rows, weight, bias)
+    def _update_maps(self, decoder: AllMLPDecoder) -> tuple[SparseLogitUpdate, dict[str, torch.Tensor]]:
+        update = SparseLogitUpdate(self, decoder)
+        key = update.key()
+        if self._folded_update is None or self._folded_update[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                self._folded_update = (key, update.fold())
+        return update, self._folded_update[1]
 
-    def msda_inputs(self, decoder: AllMLPDecoder, x1: torch.Tensor, x2: torch.Tensor,
-                    state: KeyframeState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(value [B, S, D], spatial_shapes, level_start_index) of a non-keyframe: levels 1-2
-        from its own maps, 3-4 from the keyframe's (cached in the state)."""
-        values = []
-        levels = [(1, x1), (2, x2), (3, state.x3), (4, state.x4)][:self.msda.n_levels]
-        for level, x in levels:
-            if level <= 2:
-                values.append(self.level_values(decoder, level, x))
-            else:
-                key = f"value{level}"
-                if key not in state.cache:
-                    state.cache[key] = self.level_values(decoder, level, x)
-                values.append(state.cache[key])
-        shapes, starts = level_layout([tuple(x.shape[-2:]) for _, x in levels], x1.device)
-        return torch.cat(values, 1), shapes, starts
+    def sparse_update(self, decoder: AllMLPDecoder, z: torch.Tensor, points: torch.Tensor,
+                      x1: torch.Tensor, x2: torch.Tensor, state: KeyframeState) -> torch.Tensor:
+        """Sparse MSDA's logit updates [q, K] of the selected rows `points` [q] (indices into
+        the batch's B*h4*w4 rows, ascending) with features z [q, D] (step 4 at inference;
+        `SparseLogitUpdate`). The keyframe's class-space values are cached in its state."""
+        update, folded = self._update_maps(decoder)
+        dtype = folded["w_co"].dtype
+        n_levels = self.msda.n_levels
+        h4, w4 = x1.shape[-2:]
+        own = [x for x in (x1, x2)][:n_levels]
+        key_levels = [(3, state.x3), (4, state.x4)][:max(0, n_levels - 2)]
+        key_values = None
+        if key_levels:
+            if "class_values" not in state.cache:
+                state.cache["class_values"] = torch.cat(
+                    [update.class_values(folded, lv, x) for lv, x in key_levels], 1)
+            key_values = state.cache["class_values"]  # [B, S', M, K]
+        key_shapes = [tuple(x.shape[-2:]) for _, x in key_levels]
+        out = z.new_empty(z.shape[0], folded["w_co"].shape[0], dtype=dtype)
+        bounds = torch.searchsorted(points, torch.arange(x1.shape[0] + 1, device=points.device) * (h4 * w4)).tolist()
+        for b in range(x1.shape[0]):  # one frame of the batch at a time
+            lo, hi = bounds[b], bounds[b + 1]
+            if lo == hi:
+                continue
+            maps = [(update.with_ones(x[b:b + 1], dtype)[0], tuple(x.shape[-2:])) for x in own]
+            out[lo:hi] = update(folded, z[lo:hi], points[lo:hi] - b * h4 * w4, (h4, w4), maps,
+                                None if key_values is None else key_values[b:b + 1], key_shapes)
+        return out
 
     def similarity(self, decoder: AllMLPDecoder, x1: torch.Tensor, x2: torch.Tensor,
                    state: KeyframeState, level: int) -> torch.Tensor:
@@ -275,20 +382,14 @@ class TemporalFusion(nn.Module):
         head = decoder.folded(state.base.dtype)
         with no_autocast(x1):
             x1_rows, up2_rows = level_rows(x1, x2, state.base.dtype)  # [B*h4*w4, C_1 / C_2]
+            rows = head.logits_rows(state.base, x1_rows, up2_rows)  # [B*h4*w4, K], no MSDA yet
             select = similarity < options.msda_threshold if msda else None  # strictly below
             count = int(select.sum()) if msda else 0
-            if not count:
-                rows = head.logits_rows(state.base, x1_rows, up2_rows)  # [B*h4*w4, K]
-            else:
-                z = head.features_rows(state.base, x1_rows, up2_rows)  # [B*h4*w4, D]
-        if count:  # sparse MSDA on z (in the caller's autocast, as its linears expect)
-            value, shapes, starts = self.msda_inputs(decoder, x1, x2, state)
-            z = rows_to_image(z, b, *size)
-            if not torch.is_autocast_enabled(z.device.type):  # the head ran in the keyframe's dtype
-                z = z.to(self.msda.value_proj.weight.dtype)
-            z = sparse_msda(self.msda, z, select, value, shapes, starts, value_projected=True)
-            with no_autocast(x1):
-                rows = head.classify_rows(image_to_rows(z).to(state.base.dtype))
+            if count:  # step 4 on the selected rows only, as a logit update (SparseLogitUpdate)
+                points = select.reshape(-1).nonzero().squeeze(1)  # [q] row indices, batch-major
+                z = head.features_rows(state.base[points], x1_rows[points], up2_rows[points])  # [q, D]
+                delta = self.sparse_update(decoder, z, points, x1, x2, state)  # [q, K]
+                rows.index_add_(0, points, delta.to(rows.dtype))
         weight = interpolation_weight(similarity, options)
         if weight is not None:
             rows = torch.lerp(rows, state.logits, weight.reshape(-1, 1).to(rows.dtype))
