@@ -20,6 +20,7 @@ from tfcseg.errors import TfcsegError
 from tfcseg.training.losses import (
     IGNORE_INDEX,
     class_weights,
+    consistency_loss,
     focal_bce,
     segmentation_loss,
     similarity_loss,
@@ -132,6 +133,27 @@ def test_tfc_loss_counts_similarity_accuracy():
 
 
 # ---- the recipe ------------------------------------------------------------------------
+
+
+def test_consistency_loss_by_hand():
+    # B=1, T=3, K=2, one row of 2 points; labels at the same (1/4-map) size
+    logits = torch.zeros(1, 3, 2, 1, 2)
+    logits[0, 1, 0, 0, 0] = math.log(3.0)  # frame 1, point 0: p = (3/4, 1/4)
+    logits[0, 2, 1, 0, 1] = math.log(4.0)  # frame 2, point 1: p = (1/5, 4/5)
+    labels = torch.tensor([[[[0, 1]], [[0, 1]], [[0, 0]]]])  # point 1 changes label at frame 2
+    # pairs (0,1): both points agree -> TV 1/4 and 0; (1,2): point 0 agrees -> TV 1/4
+    # (frame 1 point 0 (3/4,1/4) vs frame 2 point 0 (1/2,1/2)); point 1 excluded
+    assert consistency_loss(logits, labels).item() == pytest.approx((0.25 + 0.0 + 0.25) / 3)
+    labels[0, 1, 0, 0] = IGNORE_INDEX  # an ignored point pairs with nothing
+    assert consistency_loss(logits, labels).item() == pytest.approx(0.0)
+    assert consistency_loss(logits[:, :1], labels[:, :1]).item() == 0.0  # one frame: no pairs
+    # the term enters the total with its weight, and weight 0 is the paper's loss
+    sim = torch.full((1, 2, 1, 2), 0.5)
+    labels = torch.tensor([[[[0, 1]], [[0, 1]], [[0, 0]]]])
+    plain = tfc_loss(logits, sim, labels)
+    weighted = tfc_loss(logits, sim, labels, consistency_weight=2.0)
+    assert plain.consistency.item() == pytest.approx(0.5 / 3)
+    assert weighted.total.item() == pytest.approx(plain.total.item() + 2.0 * 0.5 / 3)
 
 
 def test_poly_warmup_matches_mmcv_formula():
@@ -389,6 +411,30 @@ def test_video_rate_clips_and_other_losses_train(data_root, tmp_path):
         Trainer(tiny_train(data_root, tmp_path / "bad", seg_loss="focal"))
 
 
+def test_train_only_tfc_keeps_segformer_frozen(data_root, tmp_path):
+    train(tiny_train(data_root, tmp_path / "base", iters=3))
+    base = _weights(tmp_path / "base" / "last")
+    t = Trainer(tiny_train(data_root, tmp_path / "tfc", iters=4, keyframe_interval=3, train_only="tfc",
+                           init=str(tmp_path / "base" / "last"), consistency_weight=1.0, video_rate_share=1.0))
+    t.run()
+    assert {g["name"] for g in t.optimizer.param_groups} <= {"head", "head_no_decay"}
+    tuned = _weights(tmp_path / "tfc" / "last")
+    assert tuned.keys() == base.keys()
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    # only sparse MSDA learnt: weights, biases and BatchNorm's running statistics of the
+    # encoder and decoder are bit for bit those of the SegFormer it started from
+    assert changed and all(k.startswith("temporal.msda.") for k in changed), sorted(changed)
+    recs = [json.loads(line) for line in (tmp_path / "tfc" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["cons"] > 0 for r in recs) and all(math.isfinite(r["loss"]) for r in recs)
+    assert not t.model.encoder.training and not t.model.decoder.training and t.model.temporal.training
+    with pytest.raises(TfcsegError, match="--init"):
+        Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc"))
+    with pytest.raises(TfcsegError, match="train_only"):
+        Trainer(tiny_train(data_root, tmp_path / "bad", train_only="decoder"))
+    with pytest.raises(TfcsegError, match="consistency_weight"):
+        Trainer(tiny_train(data_root, tmp_path / "bad", consistency_weight=float("nan")))
+
+
 def test_bf16_autocast_on_cpu(data_root, tmp_path):
     t = Trainer(tiny_train(data_root, tmp_path / "run", iters=2, amp="bf16"))
     t.run()
@@ -522,6 +568,8 @@ def test_cli_train_config_mistakes_name_the_flag(data_root, tmp_path, capsys):
 
     for args, flag in ((["--seg-loss", "focal"], "--seg-loss must be one of"),
                        (["--video-rate-share", "2"], "--video-rate-share must be in [0, 1]"),
+                       (["--train-only", "tfc"], "--train-only tfc trains TFC's modules"),
+                       (["--consistency-weight", "-1"], "--consistency-weight must be a number >= 0"),
                        (["--head-lr-mult", "-1"], "--head-lr-mult must be a positive number")):
         assert main(["train", "--data-root", str(data_root), "--out", str(tmp_path / "r")] + args) == 2
         err = " ".join(capsys.readouterr().err.split())

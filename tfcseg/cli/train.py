@@ -102,6 +102,12 @@ def train(
         f"motion) by warping one labelled frame; the rest are real clips {_default('video_rate_share')}."),
     seg_loss: Optional[str] = typer.Option(None, "--seg-loss", help="Segmentation loss: ce, ohem (hardest "
                                            f"25% of pixels) or balanced (class weights) {_default('seg_loss')}."),
+    consistency_weight: Optional[float] = typer.Option(
+        None, "--consistency-weight", help="Weight of the temporal-consistency loss: consecutive frames' "
+        f"predictions kept alike where their labels agree (0 = the paper's loss) {_default('consistency_weight')}."),
+    train_only: Optional[str] = typer.Option(
+        None, "--train-only", help="What learns: all, or tfc (only TFC's sparse MSDA, on the frozen "
+        f"SegFormer of --init) {_default('train_only')}."),
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: bf16, fp16, off, or auto (bf16 where the CPU "
                                f"has AVX512-BF16/AMX or the GPU supports it) {_default('amp')}."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader workers per process [auto]."),
@@ -154,7 +160,8 @@ def train(
         data_root=str(data_root), out=str(out), variant=variant, init=init, iters=iters,
         batch_size=batch_size, crop=crop, base_size=_size(base_size), keyframe_interval=keyframe_interval,
         lr=lr, head_lr_mult=head_lr_mult, warmup_iters=warmup, video_rate_share=video_rate_share,
-        seg_loss=seg_loss, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp,
+        seg_loss=seg_loss, consistency_weight=consistency_weight, train_only=train_only,
+        weight_decay=weight_decay, grad_clip=grad_clip, amp=amp,
         workers=workers, device=device, seed=seed, save_every=save_every, log_every=log_every,
         eval_every=eval_every, eval_split=eval_split, eval_short_side=eval_short_side,
         max_minutes=max_minutes, stop_at=stop_at,

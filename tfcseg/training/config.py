@@ -11,7 +11,10 @@ from ..data.transforms import VSPW_FRAME_SIZE
 from ..errors import TfcsegError
 from .losses import SEG_LOSSES
 
-AMP_MODES = ("off", "bf16", "fp16", "auto")  # auto: bf16 where the hardware has it (runtime.fast_bf16)
+AMP_MODES = ("off", "bf16", "fp16", "auto")
+# What a run trains: everything, or only TFC's modules (`temporal.*`: sparse MSDA) with the
+# SegFormer (encoder, decoder, classifier) frozen in eval mode.
+TRAIN_ONLY = ("all", "tfc")  # auto: bf16 where the hardware has it (runtime.fast_bf16)
 
 
 @dataclass
@@ -40,6 +43,10 @@ class TrainConfig:
     grad_clip: float | None = None  # max gradient norm, None = no clipping
     bce_weight: float = 1.0
     focal_gamma: float = 1.0
+    # weight of the temporal-consistency term (losses.py; 0 = the paper's loss)
+    consistency_weight: float = 0.0
+    # what learns: "all", or "tfc" (TFC's modules only, on a frozen SegFormer from `init`)
+    train_only: str = "all"
     seg_loss: str = "ce"  # ce | ohem | balanced (see training/losses.py)
     # Data: keyframe + (keyframe_interval - 1) following frames per clip
     train_split: str = "train"
@@ -97,6 +104,13 @@ class TrainConfig:
             raise bad(f"warmup_ratio must be in (0, 1], not {self.warmup_ratio}")
         if self.seg_loss not in SEG_LOSSES:
             raise bad(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, not {self.seg_loss!r}")
+        if not 0.0 <= self.consistency_weight < math.inf:
+            raise bad(f"consistency_weight must be a number >= 0, not {self.consistency_weight}")
+        if self.train_only not in TRAIN_ONLY:
+            raise bad(f"train_only must be one of {', '.join(TRAIN_ONLY)}, not {self.train_only!r}")
+        if self.train_only == "tfc" and not (self.init or self.resume):
+            raise bad("train_only tfc trains TFC's modules on a frozen SegFormer: give the SegFormer "
+                      "with --init")
         if not 0.0 <= self.video_rate_share <= 1.0:
             raise bad(f"video_rate_share must be in [0, 1], not {self.video_rate_share}")
         if self.amp not in AMP_MODES:

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from ..errors import Terminated, TfcsegError, WriteError
 from ..io.atomic import atomic_write_text
 from ..io.lock import FolderLock
-from ..models.checkpoint import load_state_dict_strict, read_checkpoint
+from ..models.checkpoint import TFC_PREFIX, load_state_dict_strict, read_checkpoint
 from ..models.config import ModelConfig
 from ..models.segformer import TFCSegFormer
 from ..runtime import fast_bf16
@@ -262,7 +262,7 @@ class Trainer:
                             enabled=self.amp_dtype is not None):
             logits, similarity, msda_share = self.step_module(frames)
         parts = tfc_loss(logits.float(), similarity.float(), labels, cfg.bce_weight, cfg.focal_gamma,
-                         cfg.seg_loss, self.class_weights)
+                         cfg.seg_loss, self.class_weights, cfg.consistency_weight)
         loss = parts.total
         if self.procs.any(not bool(torch.isfinite(loss))):
             raise self._nonfinite("loss", parts.seg, parts.bce, loss)
@@ -278,14 +278,17 @@ class Trainer:
         # the step itself on an overflow.
         if self.amp != "fp16" and not bool(torch.isfinite(grad_norm)):
             raise self._nonfinite("gradient", parts.seg, parts.bce, loss)
-        self._step_lr = next(g["lr"] for g in self.optimizer.param_groups if g["name"].startswith("encoder"))
+        # the encoder's lr (or, with the encoder frozen, the first group's)
+        groups = self.optimizer.param_groups
+        self._step_lr = next((g["lr"] for g in groups if g["name"].startswith("encoder")), groups[0]["lr"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.iteration += 1
         return {"loss": float(loss.detach()), "seg": float(parts.seg), "bce": float(parts.bce),
                 "sim_correct": float(parts.sim_correct), "sim_valid": float(parts.sim_valid),
-                "sim_same": float(parts.sim_same), "grad_norm": float(grad_norm), "msda_share": msda_share}
+                "sim_same": float(parts.sim_same), "grad_norm": float(grad_norm), "msda_share": msda_share,
+                "cons": float(parts.consistency)}
 
     def evaluate(self) -> dict[str, Any] | None:
         """Val metrics on rank 0 (others wait); keeps `best/` by mIoU."""
@@ -302,7 +305,7 @@ class Trainer:
                                              keyframe_interval=cfg.keyframe_interval,
                                              short_side=cfg.eval_short_side, progress=False)
             finally:
-                self.model.train()
+                self._train_mode()
             result = {k: float(v) for k, v in metrics.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
             self.log.write({"iter": self.iteration, "event": "eval", **result})
@@ -376,7 +379,11 @@ class Trainer:
         model = TFCSegFormer(mc)
         if init_sd is not None:
             load_state_dict_strict(model, init_sd, source, allow_missing_prefixes=allow)
-        self.model = model.to(self.device).train()
+        self.model = model.to(self.device)
+        if cfg.train_only == "tfc":  # a frozen SegFormer: no gradients, BatchNorm's statistics kept
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.startswith(TFC_PREFIX))  # TFC's modules
+        self._train_mode()
         step: nn.Module = _ClipStep(self.model)
         if self.procs.distributed:
             if self.device.type == "cuda" and cfg.sync_bn:
@@ -394,10 +401,16 @@ class Trainer:
                 find_unused_parameters=unused)
         self.step_module = step
 
+    def _train_mode(self) -> None:
+        """Training mode, except a frozen SegFormer (train_only "tfc"), which runs as at
+        inference (BatchNorm's running statistics, no dropout or drop path)."""
+        self.model.train()
+        if self.cfg.train_only == "tfc":
+            self.model.encoder.eval()
+            self.model.decoder.eval()
+
     def _initial_model(self) -> tuple[ModelConfig, dict[str, torch.Tensor] | None, tuple[str, ...]]:
         """(config, weights to load or None, prefixes the weights may lack) of a fresh start."""
-        from ..models.checkpoint import TFC_PREFIX
-
         cfg, ds = self.cfg, self.dataset
         classes = dict(num_classes=int(ds.num_classes), class_names=list(ds.class_names),
                        palette=[list(map(int, c)) for c in ds.dataset.palette],
@@ -523,6 +536,7 @@ class Trainer:
             # the encoder's lr at the window's last step (head groups run at head_lr_mult x)
             "lr": self._step_lr,
             "loss": sums["loss"] / count, "seg": sums["seg"] / count, "bce": sums["bce"] / count,
+            "cons": sums["cons"] / count,  # L_cons, whatever its weight in the loss
             # grad norms are the same on every rank after DDP's averaging
             "grad_norm": sums["grad_norm"] / count,
             "msda_share": sums["msda_share"] / count,  # share of non-keyframe points MSDA updated

@@ -15,6 +15,13 @@
   excluded. Mean over the valid points of the whole batch.
 
 Note the paper's clamp: where w < 0 the loss has no gradient (ŵ is 0 there whatever w is).
+
+An addition of tfcseg's (weight 0 = the paper's loss): L_cons, the temporal consistency of a
+clip's predictions, which mVC scores. For each pair of consecutive frames (t-1, t), at the
+points of the 1/4 map whose label is the same in both (neither ignored), the total-variation
+distance 1/2 |p_t - p_{t-1}|_1 between the two class distributions (softmax of the logits),
+averaged over those points of the whole batch. It asks the predictions to change only where
+the labels do (on a video-rate clip, where things move).
 """
 
 from __future__ import annotations
@@ -117,6 +124,21 @@ def focal_bce(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | No
     return (loss * valid).sum() / n
 
 
+def consistency_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_cons for clip logits [B, T, K, h, w] and labels [B, T, H, W] (see the module
+    docstring); 0 (with the graph kept) when no point qualifies or T = 1."""
+    if logits.shape[1] < 2:
+        return logits.sum() * 0.0
+    small = labels_to_map(labels, tuple(logits.shape[-2:]))  # [B, T, h, w]
+    same = (small[:, 1:] == small[:, :-1]) & (small[:, 1:] != IGNORE_INDEX)  # [B, T-1, h, w]
+    n = same.sum()
+    if int(n) == 0:
+        return logits.sum() * 0.0
+    p = logits.float().softmax(2)
+    tv = 0.5 * (p[:, 1:] - p[:, :-1]).abs().sum(2)  # [B, T-1, h, w]
+    return (tv * same).sum() / n
+
+
 def similarity_loss(similarity: torch.Tensor, labels: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
     """L_bce for raw cosine similarity [B, T-1, h, w] and clip labels [B, T, H, W]."""
     target, valid = similarity_target(labels, tuple(similarity.shape[-2:]))
@@ -135,12 +157,14 @@ class LossParts:
     sim_correct: torch.Tensor
     sim_valid: torch.Tensor
     sim_same: torch.Tensor
+    consistency: torch.Tensor  # L_cons (computed, and logged, whatever its weight)
 
 
 def tfc_loss(logits: torch.Tensor, similarity: torch.Tensor, labels: torch.Tensor,
              bce_weight: float = 1.0, gamma: float = 1.0, seg_kind: str = "ce",
-             weights: torch.Tensor | None = None) -> LossParts:
-    """L = L_seg + bce_weight * L_bce for one clip batch (the paper: bce_weight 1).
+             weights: torch.Tensor | None = None, consistency_weight: float = 0.0) -> LossParts:
+    """L = L_seg + bce_weight * L_bce + consistency_weight * L_cons for one clip batch (the
+    paper: bce_weight 1, no L_cons).
 
     logits [B, T, K, h, w], similarity [B, T-1, h, w] (raw cosine), labels [B, T, H, W].
     A clip of one frame (T = 1) has no similarity term.
@@ -148,7 +172,8 @@ def tfc_loss(logits: torch.Tensor, similarity: torch.Tensor, labels: torch.Tenso
     seg = segmentation_loss(logits, labels, seg_kind, weights)
     if similarity.shape[1] == 0:
         zero = seg.new_zeros(())
-        return LossParts(seg, seg.detach(), zero, zero, zero, zero)
+        return LossParts(seg, seg.detach(), zero, zero, zero, zero, zero)
+    cons = consistency_loss(logits, labels)
     target, valid = similarity_target(labels, tuple(similarity.shape[-2:]))
     w_hat = similarity.float().clamp(0.0, 1.0)
     bce = focal_bce(w_hat, target, valid, gamma)
@@ -157,4 +182,7 @@ def tfc_loss(logits: torch.Tensor, similarity: torch.Tensor, labels: torch.Tenso
         correct = ((pred == target) & valid).sum().float()
         n_valid = valid.sum().float()
         same = (target & valid).sum().float()
-    return LossParts(seg + bce_weight * bce, seg.detach(), bce.detach(), correct, n_valid, same)
+    total = seg + bce_weight * bce
+    if consistency_weight:
+        total = total + consistency_weight * cons
+    return LossParts(total, seg.detach(), bce.detach(), correct, n_valid, same, cons.detach())
