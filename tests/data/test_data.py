@@ -223,8 +223,15 @@ def test_short_videos_are_skipped_for_clips_and_nothing_left_fails(tmp_path):
     with pytest.warns(DataWarning, match=r"video_001: 1 usable frame\(s\), fewer than the clip length 2"):
         clips = ClipDataset(root, "train", clip_len=2, crop=16, base_size=(24, 32))
     assert [c[0] for c in clips.clips] == ["video_000", "video_000"]
-    with pytest.warns(DataWarning), pytest.raises(TfcsegError, match="no video has 4 usable frames"):
+    with pytest.warns(DataWarning), pytest.raises(TfcsegError, match=r"no video has 4 usable frame\(s\)"):
         ClipDataset(root, "train", clip_len=4, crop=16, base_size=(24, 32))
+    # clips made at video rate from one labelled frame: every frame is a keyframe, none skipped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        made = ClipDataset(root, "train", clip_len=4, crop=16, base_size=(24, 32), video_rate_share=1.0)
+    assert made.clips == [("video_000", 0), ("video_000", 1), ("video_000", 2), ("video_001", 0)]
+    item = made[3]
+    assert item["video"] == "video_001" and item["frames"].shape == (4, 3, 16, 16)
 
 
 def test_clip_with_unreadable_frame_is_replaced_by_the_next_clip(tmp_path):

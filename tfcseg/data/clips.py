@@ -30,7 +30,9 @@ class ClipDataset(torch.utils.data.Dataset):
 
     With `video_rate_share` > 0, that share of the items (drawn per (seed, epoch, index)) is a
     video-rate clip instead: the keyframe and `clip_len - 1` frames made from it by
-    `motion.video_rate_clip` (15-30 fps street motion), then augmented the same way.
+    `motion.video_rate_clip` (15-30 fps street motion), then augmented the same way. With
+    `video_rate_share` 1 every clip is made that way, so every labelled frame is an item (a
+    keyframe) and no video is too short.
 
     Returns dict: `frames` float32 [T, 3, crop, crop] ImageNet-normalised, `labels` int64
     [T, crop, crop] (255 = ignore), `video` (name), `start` (index of the keyframe).
@@ -57,19 +59,20 @@ class ClipDataset(torch.utils.data.Dataset):
         self.epoch = 0
         # (video, start) per item; the frame lists are cached by the VSPWDataset.
         self.clips: list[tuple[str, int]] = []
+        frames_read = 1 if self.video_rate_share >= 1.0 else clip_len  # real frames a clip reads
         for video in self.dataset.videos:
             n = len(self.dataset.frames(video))
             if n == 0 and video in self.dataset.empty_videos:
                 continue  # said already
-            if n < clip_len:
+            if n < frames_read:
                 warnings.warn(
                     f"{self.dataset.video_dir(video)}: {n} usable frame(s), fewer than the clip "
                     f"length {clip_len}; video skipped", DataWarning, stacklevel=2)
                 continue
-            self.clips.extend((video, s) for s in range(n - clip_len + 1))
+            self.clips.extend((video, s) for s in range(n - frames_read + 1))
         if not self.clips:
             raise TfcsegError(
-                f"{self.dataset.root / (split + '.txt')}: no video has {clip_len} usable frames; "
+                f"{self.dataset.root / (split + '.txt')}: no video has {frames_read} usable frame(s); "
                 "nothing to train on")
 
     @property
@@ -109,7 +112,7 @@ class ClipDataset(torch.utils.data.Dataset):
         # the bad file was reported by read_frame.
         # (its own generator: the real clips' augmentation does not depend on the share)
         motion_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-        synthetic = self.clip_len > 1 and motion_rng.random() < self.video_rate_share
+        synthetic = self.clip_len > 1 and motion_rng.random() < self.video_rate_share  # always at share 1
         for attempt in range(min(16, len(self))):
             video, start = self.clips[(index + attempt) % len(self)]
             clip = self._read_clip(video, start, 1 if synthetic else self.clip_len)
