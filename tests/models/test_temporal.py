@@ -157,23 +157,33 @@ def test_sparse_logit_update_equals_msda_on_z(levels):
     """Inference's sparse MSDA (features of the selected rows only, output projection and
     classifier folded, levels 1-2 sampled before their projection with a ones channel,
     levels 3-4 in class space) == the plain form (value pyramid, MSDA on z, classifier),
-    in float64 with random MSDA weights whose samples fall far outside the maps; batch 2
-    with one frame selecting no point."""
+    in float64 with random MSDA weights whose samples fall far outside the maps; batch 3
+    of different keyframes, the middle one static (no point selected)."""
     model = _model(msda_levels=levels, msda_threshold=0.9).double()
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for p in model.temporal.msda.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (3.0 if p.ndim == 1 else 0.3))
     key, moved = (f.double() for f in _frames())
-    key, moved = torch.cat([key, key]), torch.cat([moved, key])  # frame 2 of the batch: static
+    key2 = torch.flip(key, dims=(3,))
+    moved2 = torch.roll(key2, shifts=(-2, 1), dims=(2, 3))
+    key, moved = torch.cat([key, key, key2]), torch.cat([moved, key, moved2])
     out = model.clip_forward(torch.stack([key, moved], 1))
     k_logits, state = model.keyframe(key)
     n_logits, info = model.non_keyframe(moved, state)
-    assert 0 < info.msda_share < 0.5  # only frame 1 has changed points
+    selected = (info.similarity < 0.9).flatten(1).sum(1)
+    assert selected[0] > 0 and selected[1] == 0 and selected[2] > 0
     assert (out.logits[:, 1] - n_logits).abs().max().item() < 1e-9
     # and MSDA really changed them
     off, _ = model.non_keyframe(moved, state, _opts(model, msda=False))
     assert (off - n_logits).abs().max().item() > 1e-2
+    # the folded maps follow any weight they are made from, e.g. a bias changed in place
+    with torch.no_grad():
+        model.temporal.msda.sampling_offsets.bias.add_(0.5)
+    _, state = model.keyframe(key)
+    again, _ = model.non_keyframe(moved, state)
+    ref = model.clip_forward(torch.stack([key, moved], 1)).logits[:, 1]
+    assert (ref - again).abs().max().item() < 1e-9 and (again - n_logits).abs().max().item() > 1e-3
 
 
 @torch.no_grad()

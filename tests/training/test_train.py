@@ -415,8 +415,10 @@ def test_train_only_tfc_keeps_segformer_frozen(data_root, tmp_path):
     train(tiny_train(data_root, tmp_path / "base", iters=3))
     base = _weights(tmp_path / "base" / "last")
     t = Trainer(tiny_train(data_root, tmp_path / "tfc", iters=4, keyframe_interval=3, train_only="tfc",
-                           init=str(tmp_path / "base" / "last"), consistency_weight=1.0, video_rate_share=1.0))
+                           init=str(tmp_path / "base" / "last"), consistency_weight=1.0, video_rate_share=1.0,
+                           eval_every=2, eval_short_side=0))
     t.run()
+    t.close()
     assert {g["name"] for g in t.optimizer.param_groups} <= {"head", "head_no_decay"}
     tuned = _weights(tmp_path / "tfc" / "last")
     assert tuned.keys() == base.keys()
@@ -425,10 +427,23 @@ def test_train_only_tfc_keeps_segformer_frozen(data_root, tmp_path):
     # encoder and decoder are bit for bit those of the SegFormer it started from
     assert changed and all(k.startswith("temporal.msda.") for k in changed), sorted(changed)
     recs = [json.loads(line) for line in (tmp_path / "tfc" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in recs if r.get("event") == "eval"] == [2, 4]
+    recs = [r for r in recs if r.get("event") != "eval"]
     assert all(r["cons"] > 0 for r in recs) and all(math.isfinite(r["loss"]) for r in recs)
     assert not t.model.encoder.training and not t.model.decoder.training and t.model.temporal.training
     with pytest.raises(TfcsegError, match="--init"):
         Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc"))
+    init = str(tmp_path / "base" / "last")
+    with pytest.raises(TfcsegError, match="keyframe_interval >= 2"):
+        Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc", init=init, keyframe_interval=1))
+    with pytest.raises(TfcsegError, match="nothing would learn"):
+        Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc", init=init,
+                           model_overrides={"tfc": {"msda": False}}))
+    # a run cannot switch what learns when resumed (another optimizer)
+    part = tiny_train(data_root, tmp_path / "part", iters=4, stop_at=2, init=init)
+    train(part)
+    with pytest.raises(TfcsegError, match="train_only all -> tfc"):
+        Trainer(tiny_train(data_root, tmp_path / "part", iters=4, init=init, train_only="tfc", resume=True))
     with pytest.raises(TfcsegError, match="train_only"):
         Trainer(tiny_train(data_root, tmp_path / "bad", train_only="decoder"))
     with pytest.raises(TfcsegError, match="consistency_weight"):

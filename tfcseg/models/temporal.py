@@ -158,14 +158,19 @@ class SparseLogitUpdate:
         self.msda, self.decoder = temporal.msda, decoder
 
     def key(self) -> tuple:
+        """Changes when any weight that `fold` reads may have changed."""
         m, d = self.msda, self.decoder
-        return tuple(tensor_key(t) for t in (
-            m.value_proj.weight, m.value_proj.bias, m.output_proj.weight, m.output_proj.bias,
-            m.sampling_offsets.weight, m.attention_weights.weight, d.classifier.weight,
-            d.projection(1).weight, d.projection(1).bias, d.projection(2).weight, d.projection(2).bias))
+        tensors = [*m.parameters(), d.classifier.weight]
+        for level in range(1, m.n_levels + 1):
+            tensors += [d.projection(level).weight, d.projection(level).bias]
+        return tuple(tensor_key(t) for t in tensors)
 
-    @torch.no_grad()
     def fold(self) -> dict[str, torch.Tensor]:
+        """The folded maps (see the class docstring), in fp32 (or float64), outside autocast."""
+        with torch.no_grad(), torch.autocast(self.msda.value_proj.weight.device.type, enabled=False):
+            return self._fold()
+
+    def _fold(self) -> dict[str, torch.Tensor]:
         m, d = self.msda, self.decoder
         dtype = torch.promote_types(m.value_proj.weight.dtype, torch.float32)
         heads, dh = m.n_heads, m.d_model // m.n_heads

@@ -11,10 +11,10 @@ from ..data.transforms import VSPW_FRAME_SIZE
 from ..errors import TfcsegError
 from .losses import SEG_LOSSES
 
-AMP_MODES = ("off", "bf16", "fp16", "auto")
+AMP_MODES = ("off", "bf16", "fp16", "auto")  # auto: bf16 where the hardware has it (runtime.fast_bf16)
 # What a run trains: everything, or only TFC's modules (`temporal.*`: sparse MSDA) with the
 # SegFormer (encoder, decoder, classifier) frozen in eval mode.
-TRAIN_ONLY = ("all", "tfc")  # auto: bf16 where the hardware has it (runtime.fast_bf16)
+TRAIN_ONLY = ("all", "tfc")
 
 
 @dataclass
@@ -111,6 +111,9 @@ class TrainConfig:
         if self.train_only == "tfc" and not (self.init or self.resume):
             raise bad("train_only tfc trains TFC's modules on a frozen SegFormer: give the SegFormer "
                       "with --init")
+        if self.train_only == "tfc" and self.keyframe_interval < 2:
+            raise bad("train_only tfc needs clips with non-keyframes (keyframe_interval >= 2): sparse "
+                      "MSDA runs only there")
         if not 0.0 <= self.video_rate_share <= 1.0:
             raise bad(f"video_rate_share must be in [0, 1], not {self.video_rate_share}")
         if self.amp not in AMP_MODES:

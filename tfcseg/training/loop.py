@@ -278,9 +278,10 @@ class Trainer:
         # the step itself on an overflow.
         if self.amp != "fp16" and not bool(torch.isfinite(grad_norm)):
             raise self._nonfinite("gradient", parts.seg, parts.bce, loss)
-        # the encoder's lr (or, with the encoder frozen, the first group's)
+        # the encoder's lr (with the encoder frozen: what it would be, head lr / head_lr_mult)
         groups = self.optimizer.param_groups
-        self._step_lr = next((g["lr"] for g in groups if g["name"].startswith("encoder")), groups[0]["lr"])
+        group = next((g for g in groups if g["name"].startswith("encoder")), groups[0])
+        self._step_lr = group["lr"] / (cfg.head_lr_mult if group["name"].startswith("head") else 1.0)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -375,6 +376,9 @@ class Trainer:
             mc, init_sd, allow = self._initial_model()
             source = cfg.init
         mc.tfc_trained = True
+        if cfg.train_only == "tfc" and not mc.tfc.msda:
+            raise TfcsegError("train config: train_only tfc trains sparse MSDA, which this model's TFC "
+                              "options switch off (tfc.msda false): nothing would learn", options=("train_only",))
         torch.manual_seed(cfg.seed)  # the same fresh initialisation on every rank
         model = TFCSegFormer(mc)
         if init_sd is not None:
@@ -465,6 +469,8 @@ class Trainer:
         old = json.loads(state["train_config"])
         new = self.cfg.to_dict()
         model_changes = _model_changes(old, new)
+        if old.get("train_only", "all") != new["train_only"]:  # other parameters learn: another optimizer
+            model_changes.append(f"train_only {old.get('train_only', 'all')} -> {new['train_only']}")
         if model_changes:
             raise TfcsegError(f"{self.out}: resuming cannot change the model ({'; '.join(model_changes)}); "
                               "resume with the settings the run started with, or start a new run with "

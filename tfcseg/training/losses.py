@@ -173,7 +173,11 @@ def tfc_loss(logits: torch.Tensor, similarity: torch.Tensor, labels: torch.Tenso
     if similarity.shape[1] == 0:
         zero = seg.new_zeros(())
         return LossParts(seg, seg.detach(), zero, zero, zero, zero, zero)
-    cons = consistency_loss(logits, labels)
+    if consistency_weight:
+        cons = consistency_loss(logits, labels)
+    else:  # only logged: no graph
+        with torch.no_grad():
+            cons = consistency_loss(logits, labels)
     target, valid = similarity_target(labels, tuple(similarity.shape[-2:]))
     w_hat = similarity.float().clamp(0.0, 1.0)
     bce = focal_bce(w_hat, target, valid, gamma)
