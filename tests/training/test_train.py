@@ -417,6 +417,8 @@ def test_train_only_tfc_keeps_segformer_frozen(data_root, tmp_path):
     t = Trainer(tiny_train(data_root, tmp_path / "tfc", iters=4, keyframe_interval=3, train_only="tfc",
                            init=str(tmp_path / "base" / "last"), consistency_weight=1.0, video_rate_share=1.0,
                            eval_every=2, eval_short_side=0))
+    # MSDA continues from the tfcseg checkpoint's (it does not start fresh)
+    assert all(torch.equal(p.detach(), base[f"temporal.{n}"]) for n, p in t.model.temporal.named_parameters())
     t.run()
     t.close()
     assert {g["name"] for g in t.optimizer.param_groups} <= {"head", "head_no_decay"}

@@ -83,7 +83,8 @@ def train(
                                "recipe) or cpu (small data on a CPU). Options below override them."),
     variant: Optional[str] = typer.Option(None, "--variant", help="b0..b5 (default: the --init checkpoint's, else b0)."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from this SegFormer/tfcseg checkpoint "
-                                       "(folder, file or Hub id); TFC's modules start fresh. Default: from scratch."),
+                                       "(folder, file or Hub id); TFC's modules continue from a tfcseg checkpoint, else start fresh. "
+                                       "Default: from scratch."),
     iters: Optional[int] = typer.Option(None, "--iters", help=f"Total iterations {_default('iters')}."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Clips per process {_default('batch_size')}."),
     crop: Optional[int] = typer.Option(None, "--crop", help=f"Square crop size {_default('crop')}."),
