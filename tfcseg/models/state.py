@@ -26,8 +26,9 @@ class KeyframeState:
     base: torch.Tensor  # [B*h4*w4, D] the folded level-3/4 share of z (+ bias), reused
     logits: torch.Tensor  # [B*h4*w4, K] the keyframe's logits rows (for interpolation)
     # lazily filled by TemporalFusion: "unit1"/"unit2" -> [B*h4*w4, r] unit features in the
-    # reduced basis; "value3"/"value4" -> [B, h_l*w_l, D] MSDA values of the reused levels
-    cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    # reduced basis; "class_values" -> per reused level (3, 4) [B, h_l*w_l, M, K], sparse
+    # MSDA's values mapped to class space per head (SparseLogitUpdate)
+    cache: dict[str, torch.Tensor | list[torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def batch(self) -> int:

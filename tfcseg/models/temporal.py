@@ -200,40 +200,41 @@ class SparseLogitUpdate:
 
     def __call__(self, folded: dict[str, torch.Tensor], z: torch.Tensor, points: torch.Tensor,
                  size: tuple[int, int], maps: list[tuple[torch.Tensor, tuple[int, int]]],
-                 key_values: torch.Tensor | None, key_shapes: list[tuple[int, int]]) -> torch.Tensor:
+                 key_maps: list[tuple[torch.Tensor, tuple[int, int]]]) -> torch.Tensor:
         """Logit updates [q, K] of one frame's selected points.
 
         z [q, D]: their features; points [q]: their indices in the frame's 1/4 map of `size`
         (h4, w4); maps: the frame's levels 1.. as (rows [S_l, C_l + 1] with a ones channel,
-        (h_l, w_l)); key_values [1, S', M, K]: the keyframe's class-space values of the
-        levels after those (`class_values`, concatenated), or None; key_shapes their (h, w)."""
+        (h_l, w_l)); key_maps: the levels after those, from the keyframe, as (class-space
+        values [1, S_l, M, K] (`class_values`), (h_l, w_l))."""
         msda, dtype, dev = self.msda, folded["w_co"].dtype, z.device
         heads, levels, npts = msda.n_heads, msda.n_levels, msda.n_points
         q, (h, w) = z.shape[0], size
+        n_classes = folded["w_co"].shape[0]
         pred = torch.addmm(folded["b_q"], z.to(dtype), folded["w_q"].t())  # [q, M*L*P*3]
         n_off = heads * levels * npts * 2
-        offsets = pred[:, :n_off].view(q, heads, levels, npts, 2)
-        weights = pred[:, n_off:].view(q, heads, levels * npts).softmax(-1).view(q, heads, levels, npts)
-        # reference points: the points' pixel centres in [0, 1] as (x, y) (as pixel_centres)
-        ref = torch.stack([(points % w).to(dtype) + 0.5, (points // w).to(dtype) + 0.5], -1)
-        ref = ref / torch.tensor([w, h], dtype=dtype, device=dev)  # [q, 2]
+        # level-major, so that each level's slice is contiguous: [L, q, M, P, 2] and [L, q, M, P]
+        offsets = pred[:, :n_off].view(q, heads, levels, npts, 2).permute(2, 0, 1, 3, 4)
+        weights = (pred[:, n_off:].view(q, heads, levels * npts).softmax(-1)
+                   .view(q, heads, levels, npts).permute(2, 0, 1, 3).contiguous())
+        # sampling locations in [0, 1] as (x, y): the points' pixel centres (as pixel_centres)
+        # plus the offsets in each level's pixels
+        ref = torch.stack([((points % w).to(dtype) + 0.5) / w, ((points // w).to(dtype) + 0.5) / h], -1)  # [q, 2]
+        inv = torch.tensor([[1.0 / lw, 1.0 / lh] for _, (lh, lw) in maps + key_maps], dtype=dtype, device=dev)
+        loc = torch.addcmul(ref[None, :, None, None, :], offsets, inv[:, None, None, None, :])  # [L, q, M, P, 2]
+        zero = torch.zeros(1, dtype=torch.long, device=dev)
         out = folded["b_co"].expand(q, -1).clone()  # [q, K]
-        for level, (rows, (lh, lw)) in enumerate(maps):
-            # one head per call: the M heads of a point become M queries of the shared map
-            norm = torch.tensor([lw, lh], dtype=dtype, device=dev)
-            loc = ref[:, None, None, :] + offsets[:, :, level] / norm  # [q, M, P, 2]
-            s_l = ms_deform_attn(rows.view(1, lh * lw, 1, rows.shape[-1]),
-                                 torch.tensor([[lh, lw]], device=dev), torch.zeros(1, dtype=torch.long, device=dev),
-                                 loc.reshape(1, q * heads, 1, 1, npts, 2),
-                                 weights[:, :, level].reshape(1, q * heads, 1, 1, npts))  # [1, q*M, C_l+1]
-            out += torch.einsum("qmc,mck->qk", s_l.view(q, heads, -1), folded[f"g{level + 1}"])
-        if key_values is not None:
-            first = len(maps)
-            shapes, starts = level_layout(key_shapes, dev)
-            norm = shapes.flip(-1).to(dtype)  # [L', 2] as (w, h)
-            loc = ref[:, None, None, None, :] + offsets[:, :, first:] / norm[:, None, :]  # [q, M, L', P, 2]
-            s = ms_deform_attn(key_values, shapes, starts, loc[None], weights[:, :, first:][None])  # [1, q, M*K]
-            out += s.view(q, heads, -1).sum(1)
+        for level, (values, (lh, lw)) in enumerate(maps + key_maps):
+            shape = torch.tensor([[lh, lw]], device=dev)
+            if level < len(maps):  # one head per call: a point's M heads are M queries of the shared map
+                s_l = ms_deform_attn(values.view(1, lh * lw, 1, values.shape[-1]), shape, zero,
+                                     loc[level].view(1, q * heads, 1, 1, npts, 2),
+                                     weights[level].view(1, q * heads, 1, 1, npts))  # [1, q*M, C_l+1]
+                out.addmm_(s_l.view(q, -1), folded[f"g{level + 1}"].view(-1, n_classes))  # sum over m, c
+            else:  # class-space values, M heads
+                s_l = ms_deform_attn(values, shape, zero, loc[level].view(1, q, heads, 1, npts, 2),
+                                     weights[level].view(1, q, heads, 1, npts))  # [1, q, M*K]
+                out += s_l.view(q, heads, n_classes).sum(1)
         return out
 
 
@@ -338,15 +339,11 @@ class TemporalFusion(nn.Module):
         dtype = folded["w_co"].dtype
         n_levels = self.msda.n_levels
         h4, w4 = x1.shape[-2:]
-        own = [x for x in (x1, x2)][:n_levels]
+        own = [x1, x2][:n_levels]
         key_levels = [(3, state.x3), (4, state.x4)][:max(0, n_levels - 2)]
-        key_values = None
-        if key_levels:
-            if "class_values" not in state.cache:
-                state.cache["class_values"] = torch.cat(
-                    [update.class_values(folded, lv, x) for lv, x in key_levels], 1)
-            key_values = state.cache["class_values"]  # [B, S', M, K]
-        key_shapes = [tuple(x.shape[-2:]) for _, x in key_levels]
+        if "class_values" not in state.cache:  # [B, h_l*w_l, M, K] per level
+            state.cache["class_values"] = [update.class_values(folded, lv, x) for lv, x in key_levels]
+        key_values = state.cache["class_values"]
         out = z.new_empty(z.shape[0], folded["w_co"].shape[0], dtype=dtype)
         bounds = torch.searchsorted(points, torch.arange(x1.shape[0] + 1, device=points.device) * (h4 * w4)).tolist()
         for b in range(x1.shape[0]):  # one frame of the batch at a time
@@ -354,8 +351,8 @@ class TemporalFusion(nn.Module):
             if lo == hi:
                 continue
             maps = [(update.with_ones(x[b:b + 1], dtype)[0], tuple(x.shape[-2:])) for x in own]
-            out[lo:hi] = update(folded, z[lo:hi], points[lo:hi] - b * h4 * w4, (h4, w4), maps,
-                                None if key_values is None else key_values[b:b + 1], key_shapes)
+            key_maps = [(v[b:b + 1], tuple(x.shape[-2:])) for v, (_, x) in zip(key_values, key_levels)]
+            out[lo:hi] = update(folded, z[lo:hi], points[lo:hi] - b * h4 * w4, (h4, w4), maps, key_maps)
         return out
 
     def similarity(self, decoder: AllMLPDecoder, x1: torch.Tensor, x2: torch.Tensor,
