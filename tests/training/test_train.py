@@ -436,7 +436,7 @@ def test_train_only_tfc_keeps_segformer_frozen(data_root, tmp_path):
     with pytest.raises(TfcsegError, match="--init"):
         Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc"))
     init = str(tmp_path / "base" / "last")
-    with pytest.raises(TfcsegError, match="keyframe_interval >= 2"):
+    with pytest.raises(TfcsegError, match="a keyframe interval of 2 or more"):
         Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc", init=init, keyframe_interval=1))
     with pytest.raises(TfcsegError, match="nothing would learn"):
         Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc", init=init,

@@ -112,7 +112,7 @@ class TrainConfig:
             raise bad("train_only tfc trains TFC's modules on a frozen SegFormer: give the SegFormer "
                       "with --init")
         if self.train_only == "tfc" and self.keyframe_interval < 2:
-            raise bad("train_only tfc needs clips with non-keyframes (keyframe_interval >= 2): sparse "
+            raise bad("train_only tfc needs clips with non-keyframes (a keyframe interval of 2 or more): sparse "
                       "MSDA runs only there")
         if not 0.0 <= self.video_rate_share <= 1.0:
             raise bad(f"video_rate_share must be in [0, 1], not {self.video_rate_share}")
