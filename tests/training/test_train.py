@@ -441,6 +441,14 @@ def test_train_only_tfc_keeps_segformer_frozen(data_root, tmp_path):
     with pytest.raises(TfcsegError, match="nothing would learn"):
         Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc", init=init,
                            model_overrides={"tfc": {"msda": False}}))
+    # a frozen SegFormer must already segment this dataset's classes
+    from tfcseg.data import make_synthetic_vspw
+
+    seven = make_synthetic_vspw(tmp_path / "seven", videos=1, frames=3, num_classes=7, size=(48, 64), seed=1)
+    other = tmp_path / "other"
+    train(tiny_train(seven, other, iters=1))
+    with pytest.raises(TfcsegError, match="classifies 7 classes, not the 4"):
+        Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc", init=str(other / "last")))
     # a run cannot switch what learns when resumed (another optimizer)
     part = tiny_train(data_root, tmp_path / "part", iters=4, stop_at=2, init=init)
     train(part)
