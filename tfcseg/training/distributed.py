@@ -71,9 +71,15 @@ class Processes:
             for b in module.buffers():
                 dist.broadcast(b, 0)
 
-    def close(self) -> None:
-        """Leave the process group if this run created it."""
+    def close(self, sync: bool = False) -> None:
+        """Leave the process group if this run created it. `sync`: every process is closing
+        after the same clean end, so wait for all of them first: a process that tears its
+        connections down while a peer's gloo threads still use them can make that peer abort
+        at exit (SIGABRT) after its work is done. Not after an error, where a peer may never
+        arrive."""
         if self._owns_group and dist.is_initialized():
+            if sync:
+                dist.barrier()
             dist.destroy_process_group()
             self._owns_group = False
 

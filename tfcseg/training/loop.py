@@ -133,6 +133,7 @@ class Trainer:
         self.device, self.is_main = self.procs.device, self.procs.is_main
         self.world, self.rank = self.procs.world, self.procs.rank
         self.stopped_by: int | None = None  # the signal (SIGINT / SIGTERM) that stopped run()
+        self._ended_cleanly = False  # run() returned normally (on every process alike)
         # One run per folder: rank 0 holds `<out>/.tfcseg.lock` until close().
         self._lock = FolderLock(self.out, "training run", "wait for it to end, or choose another --out")
         made_out = not self.out.exists()
@@ -251,6 +252,7 @@ class Trainer:
         if stopped:
             self._say(f"[yellow]{stopped}[/] at iteration {self.iteration}; "
                       f"continue with --resume (checkpoint {self.out / 'last'})")
+        self._ended_cleanly = True  # every process got here together (close() may wait for all)
         return self.out / "last"
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -329,7 +331,7 @@ class Trainer:
     def close(self) -> None:
         """Release the run folder and leave the process group if this trainer created it."""
         self._lock.release()
-        self.procs.close()
+        self.procs.close(sync=self._ended_cleanly)
 
     def __enter__(self) -> "Trainer":
         return self
