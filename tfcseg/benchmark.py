@@ -424,8 +424,7 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
 
                 def update() -> torch.Tensor:  # what MSDA adds to a non-keyframe (TemporalFusion.non_keyframe)
                     with no_autocast(x1):
-                        z = head.features_rows(state.base[points], x1_rows[points], up2_rows[points])
-                        return temporal.sparse_update(model.decoder, z, points, x1, x2, state)
+                        return temporal.sparse_update(model.decoder, head, x1_rows, up2_rows, points, x1, x2, state)
 
                 t = time_fn(update, device, settings.repeats)
                 sweep.append({"share": share, "median_ms": t.median_ms,

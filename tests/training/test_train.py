@@ -327,6 +327,33 @@ def test_init_from_a_checkpoint_with_other_classes(data_root, tmp_path, capsys):
     assert got["decoder.classifier.weight"].shape[0] == 4
 
 
+def test_leaving_the_process_group_waits_for_every_process_only_after_a_clean_end(data_root, tmp_path,
+                                                                                 monkeypatch):
+    from tfcseg.training import distributed
+
+    calls: list[str] = []
+    is_initialized = distributed.dist.is_initialized
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    procs = distributed.Processes("cpu")
+    for sync, want in ((True, ["barrier", "destroy"]), (False, ["destroy"])):
+        calls.clear()
+        procs._owns_group = True  # as if this run had created the group
+        procs.close(sync=sync)
+        assert calls == want and not procs._owns_group
+    # the trainer asks for the wait only after run() ended normally (every process alike)
+    monkeypatch.setattr(distributed.dist, "is_initialized", is_initialized)
+    seen: list[bool] = []
+    monkeypatch.setattr(distributed.Processes, "close", lambda self, sync=False: seen.append(sync))
+    t = Trainer(tiny_train(data_root, tmp_path / "run", iters=1))
+    t.run()
+    t.close()
+    failed = Trainer(tiny_train(data_root, tmp_path / "other", iters=1))
+    failed.close()  # e.g. after an exception in run()
+    assert seen == [True, False]
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_end_with_identical_weights(data_root, tmp_path):
     cfg = tiny_train(data_root, tmp_path / "run", iters=4, save_every=2)

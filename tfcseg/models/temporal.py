@@ -166,8 +166,10 @@ class SparseLogitUpdate:
         return tuple(tensor_key(t) for t in tensors)
 
     def fold(self) -> dict[str, torch.Tensor]:
-        """The folded maps (see the class docstring), in fp32 (or float64), outside autocast."""
-        with torch.no_grad(), torch.autocast(self.msda.value_proj.weight.device.type, enabled=False):
+        """The folded maps (see the class docstring), in fp32 (or float64), outside autocast;
+        ordinary tensors even when called under inference mode (they are kept)."""
+        with torch.inference_mode(False), torch.no_grad(), \
+                torch.autocast(self.msda.value_proj.weight.device.type, enabled=False):
             return self._fold()
 
     def _fold(self) -> dict[str, torch.Tensor]:
@@ -217,9 +219,9 @@ class SparseLogitUpdate:
         offsets = pred[:, :n_off].view(q, heads, levels, npts, 2).permute(2, 0, 1, 3, 4)
         weights = (pred[:, n_off:].view(q, heads, levels * npts).softmax(-1)
                    .view(q, heads, levels, npts).permute(2, 0, 1, 3).contiguous())
-        # sampling locations in [0, 1] as (x, y): the points' pixel centres (as pixel_centres)
-        # plus the offsets in each level's pixels
-        ref = torch.stack([((points % w).to(dtype) + 0.5) / w, ((points // w).to(dtype) + 0.5) / h], -1)  # [q, 2]
+        # sampling locations in [0, 1] as (x, y): the points' pixel centres plus the offsets in
+        # each level's pixels
+        ref = pixel_centres(h, w, dev, dtype)[points]  # [q, 2]
         inv = torch.tensor([[1.0 / lw, 1.0 / lh] for _, (lh, lw) in maps + key_maps], dtype=dtype, device=dev)
         loc = torch.addcmul(ref[None, :, None, None, :], offsets, inv[:, None, None, None, :])  # [L, q, M, P, 2]
         zero = torch.zeros(1, dtype=torch.long, device=dev)
@@ -326,15 +328,17 @@ class TemporalFusion(nn.Module):
         update = SparseLogitUpdate(self, decoder)
         key = update.key()
         if self._folded_update is None or self._folded_update[0] != key:
-            with torch.inference_mode(False), torch.no_grad():
-                self._folded_update = (key, update.fold())
+            self._folded_update = (key, update.fold())
         return update, self._folded_update[1]
 
-    def sparse_update(self, decoder: AllMLPDecoder, z: torch.Tensor, points: torch.Tensor,
-                      x1: torch.Tensor, x2: torch.Tensor, state: KeyframeState) -> torch.Tensor:
+    def sparse_update(self, decoder: AllMLPDecoder, head, x1_rows: torch.Tensor, up2_rows: torch.Tensor,
+                      points: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor,
+                      state: KeyframeState) -> torch.Tensor:
         """Sparse MSDA's logit updates [q, K] of the selected rows `points` [q] (indices into
-        the batch's B*h4*w4 rows, ascending) with features z [q, D] (step 4 at inference;
-        `SparseLogitUpdate`). The keyframe's class-space values are cached in its state."""
+        the batch's B*h4*w4 rows, ascending): step 4 at inference (`SparseLogitUpdate`), from
+        the folded `head` and the frame's per-point rows (`level_rows`), outside autocast. The
+        keyframe's class-space values are cached in its state."""
+        z = head.features_rows(state.base[points], x1_rows[points], up2_rows[points])  # [q, D]
         update, folded = self._update_maps(decoder)
         dtype = folded["w_co"].dtype
         n_levels = self.msda.n_levels
@@ -389,8 +393,7 @@ class TemporalFusion(nn.Module):
             count = int(select.sum()) if msda else 0
             if count:  # step 4 on the selected rows only, as a logit update (SparseLogitUpdate)
                 points = select.reshape(-1).nonzero().squeeze(1)  # [q] row indices, batch-major
-                z = head.features_rows(state.base[points], x1_rows[points], up2_rows[points])  # [q, D]
-                delta = self.sparse_update(decoder, z, points, x1, x2, state)  # [q, K]
+                delta = self.sparse_update(decoder, head, x1_rows, up2_rows, points, x1, x2, state)  # [q, K]
                 rows.index_add_(0, points, delta.to(rows.dtype))
         weight = interpolation_weight(similarity, options)
         if weight is not None:

@@ -446,14 +446,14 @@ class Trainer:
         generic = all(n == f"class_{i}" for i, n in enumerate(ck.class_names))
         same_classes = ck.num_classes == mc.num_classes and (
             generic or [n.lower() for n in ck.class_names] == [n.lower() for n in mc.class_names])
-        frozen = cfg.train_only == "tfc"
-        if frozen and not (any(k.startswith("decoder.") for k in sd) and same_classes):
-            what = ("has no decoder" if not any(k.startswith("decoder.") for k in sd) else
+        has_decoder = any(k.startswith("decoder.") for k in sd)
+        if cfg.train_only == "tfc" and not (has_decoder and same_classes):
+            what = ("has no decoder" if not has_decoder else
                     f"classifies {ck.num_classes} classes, not the {mc.num_classes} of {classes['dataset']}")
             raise TfcsegError(f"{src}: the checkpoint {what}; train_only tfc keeps the SegFormer frozen, "
                               "so it must already segment this dataset's classes (train it fully first)",
                               options=("train_only",))
-        if not any(k.startswith("decoder.") for k in sd):
+        if not has_decoder:
             self._say(f"{src}: encoder-only checkpoint; the decoder starts fresh")
             allow += ("decoder.",)
         elif not same_classes:
