@@ -320,3 +320,18 @@ def test_cli_eval_msda_choice(data, tmp_path, capsys):
         rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--msda", bad, "-q"])
         err = capsys.readouterr().err
         assert rc == 2 and f"--msda {bad}: expected model, on, off" in err and "Traceback" not in err
+    # --msda-gate: the JSON and the table say it; a huge gate undoes every label change MSDA makes
+    gated = {}
+    for gate in ("0", "1000"):
+        rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--short-side", "0",
+                   "--msda", "on", "--msda-gate", gate, "--json", str(tmp_path / f"g{gate}.json")])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        gated[gate] = json.loads((tmp_path / f"g{gate}.json").read_text())
+        assert gated[gate]["msda_gate"] == float(gate)
+    assert "sparse MSDA" in out and "margin" in out and "1000" in out  # (the row may wrap)
+    assert gated["0"]["miou"] == runs["on"]["miou"]
+    assert gated["1000"]["flicker"] <= gated["0"]["flicker"]
+    rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--msda-gate", "-1", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "msda gate -1.0: expected a logit margin >= 0" in " ".join(err.split()) and "Traceback" not in err

@@ -177,6 +177,7 @@ def evaluate_model(
     max_keyframe_interval: int | None = None,
     min_keyframe_interval: int | None = None,
     msda: bool | float | None = None,
+    msda_gate: float | None = None,
 ) -> dict[str, Any]:
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
     score it with the official VSPW metrics (see the module docstring for the result).
@@ -191,7 +192,8 @@ def evaluate_model(
     bf16/fp16 autocast. backend: pytorch, or onnxruntime (the model's ONNX graphs in ONNX
     Runtime; `model` may be an `OnnxRuntimeModel`); default: the model's own. msda: sparse MSDA
     as the model's config says (None), off, on, or on at a threshold (see
-    `tfcseg.segmenter.with_msda`). Frames with a missing or unreadable file are skipped with a
+    `tfcseg.segmenter.with_msda`); msda_gate: the margin a label change by MSDA needs
+    (None: the config's; `TFCOptions.msda_gate`). Frames with a missing or unreadable file are skipped with a
     `DataWarning`.
     """
     from .io.atomic import sweep_stale
@@ -214,7 +216,7 @@ def evaluate_model(
     try:
         segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
-                                   msda=msda, **schedule)
+                                   msda=msda, msda_gate=msda_gate, **schedule)
     except TfcsegError:
         raise
     except ValueError as exc:
@@ -281,6 +283,7 @@ def evaluate_model(
         "mean_keyframe_interval": float(np.mean(gaps)) if gaps else None,
         "msda_share": float(np.mean(msda_shares)) if msda_shares else 0.0,
         "msda_threshold": segmenter.msda_threshold,
+        "msda_gate": segmenter.options.msda_gate if segmenter.msda_threshold is not None else None,
     })
     return out
 

@@ -266,6 +266,7 @@ def segment_video(
     backend: str | None = None,
     threads: int | str | None = "auto",
     msda: bool | float | None = None,
+    msda_gate: float | None = None,
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames, a glob, a URL or a camera) into an
     overlay video.
@@ -295,7 +296,8 @@ def segment_video(
     exported once into tfcseg's cache; fp32; needs `pip install "tfcseg[onnx]"`). `threads`:
     CPU threads, "auto" (PyTorch's count or one, whichever is faster now: see
     `VideoSegmenter`), or a count. `msda`: sparse MSDA as the model's config says (None), off,
-    on, or on at a similarity threshold (`tfcseg.segmenter.with_msda`).
+    on, or on at a similarity threshold (`tfcseg.segmenter.with_msda`); `msda_gate`: the
+    margin a label change by MSDA needs (None: the config's).
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
@@ -360,7 +362,7 @@ def segment_video(
     try:
         segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
-                                   msda=msda, **schedule)
+                                   msda=msda, msda_gate=msda_gate, **schedule)
     except TfcsegError:
         raise
     except ValueError as exc:
@@ -471,6 +473,7 @@ def segment_video(
         "keyframe_interval": segmenter.keyframe_interval,
         "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
         "msda_threshold": segmenter.msda_threshold,
+        "msda_gate": segmenter.options.msda_gate if segmenter.msda_threshold is not None else None,
         "precision": precision,
         "backend": backend,
         "threads": segmenter.tuner.current if segmenter.tuner is not None else None,

@@ -180,10 +180,15 @@ class FrameResult:
     changed_share: float | None = None
 
 
-def with_msda(options: TFCOptions, msda: bool | float | None) -> TFCOptions:
+def with_msda(options: TFCOptions, msda: bool | float | None, gate: float | None = None) -> TFCOptions:
     """`options` with sparse MSDA as asked: None keeps them, False turns it off, True turns it
     on at their threshold, a number turns it on at that similarity threshold (points below it
-    are updated; 0 < threshold <= 1)."""
+    are updated; 0 < threshold <= 1). `gate`: MSDA's label-change gate (`TFCOptions.msda_gate`,
+    a logit margin >= 0; None keeps theirs)."""
+    if gate is not None:
+        if not (math.isfinite(gate) and gate >= 0):
+            raise OptionError(f"msda gate {gate}: expected a logit margin >= 0 (0: no gate)", options=("msda_gate",))
+        options = replace(options, msda_gate=float(gate))
     if msda is None:
         return options
     if isinstance(msda, bool):
@@ -220,7 +225,9 @@ class VideoSegmenter:
     an `OnnxRuntimeModel` (`tfcseg.load_onnx_model`) or a `TFCSegFormer`, exported once into
     tfcseg's cache. Default: the model's own (onnxruntime for an `OnnxRuntimeModel`).
     `msda`: sparse MSDA as the model's config says (None), off (False), on at the config's
-    threshold (True) or on at this similarity threshold (a float; see `with_msda`).
+    threshold (True) or on at this similarity threshold (a float; see `with_msda`);
+    `msda_gate`: the margin a label change by MSDA needs to stand (`TFCOptions.msda_gate`;
+    None: the config's).
     """
 
     def __init__(self, model: TFCSegFormer, keyframe_interval: int | str = 4, mode: str = "tfc",
@@ -229,7 +236,8 @@ class VideoSegmenter:
                  keyframe_similarity: float | None = None, keyframe_changed_share: float | None = None,
                  max_keyframe_interval: int | None = None,
                  min_keyframe_interval: int | None = None, threads: int | str | None = "auto",
-                 backend: str | None = None, msda: bool | float | None = None) -> None:
+                 backend: str | None = None, msda: bool | float | None = None,
+                 msda_gate: float | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         interval, policy = keyframe_schedule(
@@ -245,7 +253,7 @@ class VideoSegmenter:
                              "checkpoint with tfcseg.load_model for the PyTorch backend")
         if backend == "onnxruntime" and precision != "fp32":
             raise ValueError(f"backend onnxruntime runs in fp32, not {precision}")
-        options = with_msda(options or model.config.tfc, msda)
+        options = with_msda(options or model.config.tfc, msda, msda_gate)
         if mode == "reuse":
             options = replace(options, interpolation="none", msda=False)
         options.validate()

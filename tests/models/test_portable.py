@@ -35,7 +35,8 @@ def _run(model, msda, key, moved, options):
     kf, nk = PortableKeyframe(model, msda).eval(), PortableNonKeyframe(model, msda).eval()
     state = kf(key)
     inputs = (torch.tensor(options.msda_threshold), torch.tensor(int(options.msda)),
-              torch.tensor(INTERPOLATION_CODES[options.interpolation]), torch.tensor(options.fixed_weight))
+              torch.tensor(INTERPOLATION_CODES[options.interpolation]), torch.tensor(options.fixed_weight),
+              torch.tensor(options.msda_gate))
     return state, nk(moved, *state[:3], *inputs, *state[3:])
 
 
@@ -63,8 +64,8 @@ def test_keyframe_state_equals_the_pytorch_path(size):
 
 @pytest.mark.parametrize("tfc", [
     dict(), dict(msda=False), dict(interpolation="hard"), dict(interpolation="fixed", similarity_level=1),
-    dict(interpolation="none", msda=False), dict(msda_levels=2),
-], ids=["soft-msda", "soft", "hard-msda", "fixed-level1", "reuse", "msda-2-levels"])
+    dict(interpolation="none", msda=False), dict(msda_levels=2), dict(msda_gate=0.02),
+], ids=["soft-msda", "soft", "hard-msda", "fixed-level1", "reuse", "msda-2-levels", "msda-gated"])
 @torch.no_grad()
 def test_non_keyframe_equals_the_pytorch_path(tfc):
     model = _model(**tfc)

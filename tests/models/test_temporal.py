@@ -141,6 +141,43 @@ def test_msda_threshold_sets_the_share():
     assert shares[2] == 1.0  # every point of a changed frame is below 1
 
 
+def test_gate_msda_by_hand():
+    from tfcseg.models.temporal import gate_msda
+
+    plain = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    repaired = torch.tensor([[0.0, 3.0, 0.5],  # label changed, leads by 2.5: kept
+                             [0.0, 1.0, 0.5],  # label changed, leads by 0.5: undecided -> plain
+                             [0.0, 5.0, 4.9],  # label unchanged (1): kept however close
+                             [0.0, 0.0, 1.0]])  # changed, leads by exactly 1.0 = gate: kept
+    out = gate_msda(repaired, plain, 1.0)
+    assert torch.equal(out, torch.stack([repaired[0], plain[1], repaired[2], repaired[3]]))
+    assert torch.equal(gate_msda(repaired, plain, 0.0), repaired)
+
+
+@torch.no_grad()
+def test_msda_gate_keeps_only_decided_label_changes():
+    """Each point of a gated frame carries the ungated MSDA result or the no-MSDA result:
+    the no-MSDA one exactly where MSDA changed the label by less than the gate."""
+    model = _model()
+    key, moved = _frames()
+    _, state = model.keyframe(key)
+    on, _ = model.non_keyframe(moved, state, _opts(model, msda_threshold=0.9))
+    off, _ = model.non_keyframe(moved, state, _opts(model, msda=False))
+    margin = on.topk(2, dim=1).values
+    margin = margin[:, 0] - margin[:, 1]  # [1, h, w]
+    changed = on.argmax(1) != off.argmax(1)
+    assert changed.sum() >= 4, "the test needs points whose label MSDA changes"
+    gate = float(margin[changed].median())  # gates about half of them
+    gated, info = model.non_keyframe(moved, state, _opts(model, msda_threshold=0.9, msda_gate=gate))
+    undecided = changed & (margin < gate)
+    assert 0 < undecided.sum() < changed.sum()
+    expect = torch.where(undecided[:, None], off, on)
+    assert torch.allclose(gated, expect, atol=1e-5)
+    assert info.msda_share == model.non_keyframe(moved, state, _opts(model, msda_threshold=0.9))[1].msda_share
+    with pytest.raises(ValueError, match="msda_gate"):
+        _opts(model, msda_gate=-1.0).validate()
+
+
 @pytest.mark.parametrize("levels", [1, 2, 3])
 @torch.no_grad()
 def test_fewer_msda_levels(levels):

@@ -171,6 +171,9 @@ class OnnxRuntimeModel:
         if not self.graph_msda:
             raise TfcsegError(f"{self.folder}: this ONNX export has no sparse MSDA (exported with "
                               "msda off); export it again with \"msda\": true in the model's config")
+        if options.msda_gate > 0 and "msda_gate" not in self._non_inputs:
+            raise TfcsegError(f"{self.folder}: this ONNX export predates msda_gate and cannot gate MSDA's "
+                              f"repairs (asked: {options.msda_gate}); export the model again")
         return True
 
     def non_keyframe(self, pixels: torch.Tensor, state: OnnxKeyframeState,
@@ -188,6 +191,7 @@ class OnnxRuntimeModel:
             msda=np.array(int(msda), np.int64),
             interpolation=np.array(self.interpolation_codes[options.interpolation], np.int64),
             fixed_weight=np.array(options.fixed_weight, np.float32),
+            msda_gate=np.array(options.msda_gate, np.float32),
         )
         # (an input the graph does not use is not in it: e.g. msda_threshold without MSDA
         # and a soft interpolation)

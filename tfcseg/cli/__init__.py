@@ -148,6 +148,20 @@ MSDA_HELP = ("Sparse MSDA: model (the model's config.json), off, on, or a simila
              "(on for the points below it, e.g. 0.7; fewer points and less cost when lower).")
 
 
+MSDA_GATE_HELP = ("A label change made by sparse MSDA stands only where the new class leads the "
+                  "runner-up by this logit margin (0: every change; default: the model's config.json).")
+
+
+def describe_msda(threshold: float | None, gate: float | None, share: float | None) -> str:
+    """The summary line of sparse MSDA: where it ran, its gate and the share it updated."""
+    if threshold is None:
+        return "off"
+    text = f"points below similarity {threshold:g}"
+    if gate:
+        text += f", label changes kept at a margin >= {gate:g}"
+    return text + ("" if share is None else f"; {share:.1%} of points (non-keyframes)")
+
+
 def parse_msda(text: str) -> bool | float | None:
     """--msda: "model" (None: the config's setting), "off", "on" or a threshold in (0, 1]."""
     key = text.strip().lower()

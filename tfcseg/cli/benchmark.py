@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
-from . import MSDA_HELP, app, parse_msda, results_console, write_json
+from . import MSDA_GATE_HELP, MSDA_HELP, app, parse_msda, results_console, write_json
 from .keyframes import CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP, SIMILARITY_HELP
 
 
@@ -160,6 +160,7 @@ def benchmark(
     load: int = typer.Option(0, "--load", min=0, help="Also time SegFormer and TFC beside N busy processes "
                              "(started and stopped here), with tfcseg's thread choice and PyTorch's default."),
     msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
+    msda_gate: Optional[float] = typer.Option(None, "--msda-gate", metavar="G", help=MSDA_GATE_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Save every number as JSON ('-': print it to stdout)."),
 ) -> None:
     """Speed (frames/s per mode, keyframe and non-keyframe latency), parameters, MACs and memory."""
@@ -199,7 +200,7 @@ def benchmark(
     net = _model(model, variant, num_classes, dev)
     from ..segmenter import with_msda
 
-    net.config.tfc = with_msda(net.config.tfc, msda_choice)  # what every timed run reads
+    net.config.tfc = with_msda(net.config.tfc, msda_choice, msda_gate)  # what every timed run reads
     settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=interval, **schedule,
                                  precision=precision, repeats=repeats, compare_hf=compare_hf,
                                  msda_sweep=msda_sweep, video=video, onnxruntime=backend == "onnxruntime",

@@ -43,6 +43,11 @@ class TFCOptions:
       `fixed` ŵ = fixed_weight everywhere; `none` z'_t = z_t (feature reuse only).
     - msda: whether sparse MSDA repairs the points with w < msda_threshold
       (msda_threshold = 1.0 selects every point whose similarity is below 1).
+    - msda_gate: a point whose label MSDA changes (against the same point without MSDA, both
+      after the interpolation) keeps the change only where the corrected logits' top class
+      leads its runner-up by at least msda_gate; elsewhere it keeps the label it has without
+      MSDA. 0 keeps every change (the paper's rule). tfcseg's addition: undecided repairs are
+      what made MSDA flicker (see weights/README.md).
     - msda_heads / msda_points / msda_levels: Deformable DETR's M, P and L.
     """
 
@@ -51,6 +56,7 @@ class TFCOptions:
     fixed_weight: float = 0.1
     msda: bool = True
     msda_threshold: float = 0.8
+    msda_gate: float = 0.0
     msda_heads: int = 8
     msda_points: int = 4
     msda_levels: int = 4
@@ -66,6 +72,8 @@ class TFCOptions:
             raise ValueError(f"fixed_weight must be in 0..1, not {self.fixed_weight}")
         if not math.isfinite(self.msda_threshold):  # w < threshold: any finite value is usable
             raise ValueError(f"msda_threshold must be a finite number, not {self.msda_threshold}")
+        if not (math.isfinite(self.msda_gate) and self.msda_gate >= 0.0):
+            raise ValueError(f"msda_gate must be a finite number >= 0 (a logit margin), not {self.msda_gate}")
         if self.msda_heads < 1 or self.msda_points < 1:
             raise ValueError("msda_heads and msda_points must be >= 1")
 

@@ -20,7 +20,7 @@ Layouts (batch 1; h4, w4 = the 1/4 map; h_l, w_l = level l's map):
 
 The run-time options are inputs of the non-keyframe pass, so one export serves every mode:
 `msda_threshold` (float), `msda` (int64 0/1), `interpolation` (int64, INTERPOLATION_CODES)
-and `fixed_weight` (float). The similarity level and whether MSDA is in the graph at all are
+`fixed_weight` (float) and `msda_gate` (float). The similarity level and whether MSDA is in the graph at all are
 fixed when the modules are built. Sparse MSDA is written with standard ops: the selected
 points are found with nonzero, gathered, sampled with grid_sample (bilinear, zero padding,
 align_corners=False: Deformable DETR's sampling) and scattered back.
@@ -40,7 +40,7 @@ INTERPOLATION_CODES = {"none": 0, "soft": 1, "hard": 2, "fixed": 3}
 assert set(INTERPOLATION_CODES) == set(INTERPOLATIONS)
 # what a keyframe leaves for its non-keyframes (the first names; value3/value4 with MSDA)
 STATE_NAMES = ("logits", "base", "unit")
-OPTION_NAMES = ("msda_threshold", "msda", "interpolation", "fixed_weight")
+OPTION_NAMES = ("msda_threshold", "msda", "interpolation", "fixed_weight", "msda_gate")
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -128,33 +128,36 @@ class PortableKeyframe(_Portable):
 
 
 class PortableNonKeyframe(_Portable):
-    """(pixels, logits, base, unit, msda_threshold, msda, interpolation, fixed_weight[,
-    value3[, value4]]) -> (logits, similarity, msda_share): see the module docstring."""
+    """(pixels, logits, base, unit, msda_threshold, msda, interpolation, fixed_weight,
+    msda_gate[, value3[, value4]]) -> (logits, similarity, msda_share): see the module
+    docstring."""
 
     def forward(self, pixels: torch.Tensor, key_logits: torch.Tensor, key_base: torch.Tensor,
                 key_unit: torch.Tensor, msda_threshold: torch.Tensor, msda: torch.Tensor,
-                interpolation: torch.Tensor, fixed_weight: torch.Tensor,
+                interpolation: torch.Tensor, fixed_weight: torch.Tensor, msda_gate: torch.Tensor,
                 *key_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x1, x2 = self.encoder(pixels, stages=2)
         size = x1.shape[-2:]
         diff = self.unit(x1, x2, size) - key_unit
         similarity = 1.0 - 0.5 * (diff * diff).sum(-1)  # [1, h4, w4]
         z = self.features(key_base, x1, x2, size)
-        if self.msda is not None:
-            select = (similarity < msda_threshold) & (msda != 0)
-            maps = [self.values(1, x1), self.values(2, x2), *key_values][:self.msda_levels]
-            z = self.sparse_msda(z, select, maps)
-            share = select.to(torch.float32).mean()
-        else:
-            share = torch.zeros((), dtype=torch.float32)
-        rows = self.classify(z)
         soft = similarity.clamp(0.0, 1.0)
         hard = (similarity >= msda_threshold).to(similarity.dtype)
         weight = torch.where(interpolation == 1, soft, torch.where(
             interpolation == 2, hard, torch.where(
                 interpolation == 3, fixed_weight.to(similarity.dtype).expand_as(similarity),
-                torch.zeros_like(similarity))))
-        return torch.lerp(rows, key_logits, weight[..., None]), similarity, share
+                torch.zeros_like(similarity))))[..., None]
+        if self.msda is None:
+            return torch.lerp(self.classify(z), key_logits, weight), similarity, torch.zeros((), dtype=torch.float32)
+        select = (similarity < msda_threshold) & (msda != 0)
+        maps = [self.values(1, x1), self.values(2, x2), *key_values][:self.msda_levels]
+        plain = torch.lerp(self.classify(z), key_logits, weight)  # [1, h4, w4, K] without MSDA
+        out = torch.lerp(self.classify(self.sparse_msda(z, select, maps)), key_logits, weight)
+        # the gate (TFCOptions.msda_gate): a label MSDA changed stays changed only if decided
+        top2 = torch.topk(out, 2, dim=-1).values
+        undecided = select & (out.argmax(-1) != plain.argmax(-1)) & (top2[..., 0] - top2[..., 1] < msda_gate)
+        out = torch.where(undecided[..., None], plain, out)
+        return out, similarity, select.to(torch.float32).mean()
 
     def sparse_msda(self, z: torch.Tensor, select: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
         """z [1, h4, w4, D] with the selected points updated, z[q] + MSDA(z[q]) (as

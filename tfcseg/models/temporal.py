@@ -12,7 +12,8 @@ Non-keyframe t, in this order:
   4. sparse MSDA: the points with w < threshold get a residual update
      z_t[q] += MSDA(query = z_t[q], values = pyramid of x_t);
   5. interpolation z'_t = ŵ z_k + (1 - ŵ) z_t (ŵ = clamp(w, 0, 1) for `soft`);
-  6. classifier.
+  6. classifier; with `msda_gate` > 0 (inference only, tfcseg's addition), a point whose
+     label step 4 changed keeps the change only if its top class leads by >= the gate.
 
 The MSDA value pyramid (a choice the paper leaves open): level l's values are the decoder's
 projection P_l x^l + b_l at the level's own resolution (D channels, so every level has the
@@ -85,6 +86,17 @@ def interpolation_weight(similarity: torch.Tensor, options: TFCOptions) -> torch
     if options.interpolation == "fixed":
         return torch.full_like(similarity, options.fixed_weight)
     return None
+
+
+def gate_msda(repaired: torch.Tensor, plain: torch.Tensor, gate: float) -> torch.Tensor:
+    """Logit rows [q, K] of MSDA's points after the gate (`TFCOptions.msda_gate`): `repaired`
+    where its label equals `plain`'s or its top class leads the runner-up by >= gate, else
+    `plain` (the rows without MSDA; both after the interpolation)."""
+    top2 = repaired.topk(2, dim=1).values if repaired.shape[1] > 1 else None
+    if top2 is None:
+        return repaired
+    undecided = (repaired.argmax(1) != plain.argmax(1)) & (top2[:, 0] - top2[:, 1] < gate)
+    return torch.where(undecided[:, None], plain, repaired)
 
 
 def interpolate(z_t: torch.Tensor, z_k: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -391,13 +403,21 @@ class TemporalFusion(nn.Module):
             rows = head.logits_rows(state.base, x1_rows, up2_rows)  # [B*h4*w4, K], no MSDA yet
             select = similarity < options.msda_threshold if msda else None  # strictly below
             count = int(select.sum()) if msda else 0
+            gated = None
             if count:  # step 4 on the selected rows only, as a logit update (SparseLogitUpdate)
                 points = select.reshape(-1).nonzero().squeeze(1)  # [q] row indices, batch-major
                 delta = self.sparse_update(decoder, head, x1_rows, up2_rows, points, x1, x2, state)  # [q, K]
+                if options.msda_gate > 0:
+                    gated = (points, rows[points])  # the selected rows without MSDA, [q, K]
                 rows.index_add_(0, points, delta.to(rows.dtype))
         weight = interpolation_weight(similarity, options)
         if weight is not None:
             rows = torch.lerp(rows, state.logits, weight.reshape(-1, 1).to(rows.dtype))
+        if gated is not None:
+            points, plain = gated
+            if weight is not None:
+                plain = torch.lerp(plain, state.logits[points], weight.reshape(-1, 1)[points].to(rows.dtype))
+            rows[points] = gate_msda(rows[points], plain, options.msda_gate)
         share = count / similarity.numel() if msda else 0.0
         return rows, NonKeyframeInfo(similarity=similarity, msda_share=share)
 
