@@ -335,3 +335,36 @@ def test_cli_eval_msda_choice(data, tmp_path, capsys):
     rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--msda-gate", "-1", "-q"])
     err = capsys.readouterr().err
     assert rc == 2 and "msda gate -1.0: expected a logit margin >= 0" in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_cli_eval_hysteresis(data, tmp_path, capsys):
+    """--hysteresis H: the JSON and the table say it, flicker falls; the model's config gives
+    the default; a bad margin (option or config) is one clean line."""
+    torch.manual_seed(0)
+    model = TFCSegFormer(tiny_config(num_classes=4, tfc_trained=True))
+    save_checkpoint(model, tmp_path / "m")
+    runs = {}
+    for h in ("0", "1000"):
+        rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--short-side", "0",
+                   "--mode", "segformer", "--hysteresis", h, "--json", str(tmp_path / f"h{h}.json")])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        runs[h] = json.loads((tmp_path / f"h{h}.json").read_text())
+        assert runs[h]["label_hysteresis"] == float(h)
+    assert "label hysteresis" in out and "1000" in out
+    assert runs["0"]["flicker"] > 0 and runs["1000"]["flicker"] < runs["0"]["flicker"]
+    model.config.label_hysteresis = 1000.0
+    save_checkpoint(model, tmp_path / "m2")
+    rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m2"), "--short-side", "0",
+               "--mode", "segformer", "--json", str(tmp_path / "default.json"), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "default.json").read_text())["flicker"] == runs["1000"]["flicker"]
+    rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--hysteresis", "-2", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "hysteresis -2.0: expected a logit margin >= 0" in " ".join(err.split()) and "Traceback" not in err
+    cfg = json.loads((tmp_path / "m2" / "config.json").read_text())
+    cfg["label_hysteresis"] = -1
+    (tmp_path / "m2" / "config.json").write_text(json.dumps(cfg))
+    rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m2"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "label_hysteresis must be a logit margin >= 0" in err and "Traceback" not in err

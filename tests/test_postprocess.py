@@ -32,3 +32,30 @@ def test_many_classes_keep_int64_labels():
     fast = labels_from_logits(logits, (11, 13))
     assert fast.dtype == torch.int64
     assert torch.equal(fast, labels_from_logits_plain(logits, (11, 13)))
+
+
+def test_label_hysteresis_by_hand():
+    from tfcseg.postprocess import LabelHysteresis
+
+    hold = LabelHysteresis(1.0)
+    # [class, pixel] values, as logits [1, K=3, 1, 2]
+    first = torch.tensor([[0.0, 0.0], [0.0, 0.0], [2.0, 3.0]]).reshape(1, 3, 1, 2)  # labels [2, 2]
+    assert torch.equal(hold(first), first)  # nothing held yet
+    # pixel 0: class 0 now leads class 2 by 0.5 < 1 -> keeps 2; pixel 1: class 1 leads by 1.5 -> 1
+    second = torch.tensor([[2.5, 0.0], [0.0, 3.5], [2.0, 2.0]]).reshape(1, 3, 1, 2)
+    kept = second.clone()
+    out = hold(second)
+    assert torch.equal(second, kept)  # the input is left alone
+    assert out[0].argmax(0).flatten().tolist() == [2, 1]
+    assert torch.equal(out - second, torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]]).reshape(1, 3, 1, 2))
+    # the held labels are the adjusted argmax: pixel 1 is now held at class 1
+    third = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.9, 0.9]]).reshape(1, 3, 1, 2)
+    assert hold(third)[0].argmax(0).flatten().tolist() == [2, 1]
+    # another size starts afresh; reset() too; margin 0 changes nothing
+    other = torch.randn(1, 3, 2, 2)
+    assert torch.equal(hold(other), other)
+    hold.reset()
+    assert torch.equal(hold(second), second)
+    assert LabelHysteresis(0.0)(second) is second
+    with pytest.raises(ValueError, match="margin >= 0"):
+        LabelHysteresis(-1.0)

@@ -139,6 +139,33 @@ def test_size_change_starts_a_keyframe_and_reset():
     assert again[0].index == 0 and again[0].is_keyframe and not again[1].is_keyframe
 
 
+@pytest.mark.parametrize("mode", ["segformer", "tfc"])
+def test_label_hysteresis_holds_labels_until_a_new_class_leads(mode):
+    """0 (the default of a config without it) changes nothing; a margin beyond any logit gap
+    holds every pixel at the first frame's labels while the scene moves; a new video (reset)
+    and a frame of another size start afresh; the model's config gives the default."""
+    model = _model()
+    frames = list(_video(6))
+    plain = [r.labels for r in VideoSegmenter(model, keyframe_interval=3, mode=mode, short_side=0).segment(frames)]
+    assert any((a != b).any() for a, b in zip(plain, plain[1:])), "the test needs labels that change"
+    off = VideoSegmenter(model, keyframe_interval=3, mode=mode, short_side=0, hysteresis=0.0)
+    assert all(np.array_equal(a.labels, b) for a, b in zip(off.segment(frames), plain))
+    seg = VideoSegmenter(model, keyframe_interval=3, mode=mode, short_side=0, hysteresis=1e4)
+    held = [r.labels for r in seg.segment(frames)]
+    assert np.array_equal(held[0], plain[0])  # nothing held yet
+    assert all(np.array_equal(h, held[1]) for h in held[2:])  # frozen from frame 1 on
+    seg.reset()
+    assert np.array_equal(next(iter(seg.segment(frames[3:4]))).labels, plain[3] if mode == "segformer"
+                          else _reference_labels(model, frames[3], (48, 80)))
+    bigger = list(_video(1, h=64, w=96))[0]
+    assert np.array_equal(next(iter(seg.segment([bigger]))).labels, _reference_labels(model, bigger, (64, 96)))
+    model.config.label_hysteresis = 1e4
+    assert VideoSegmenter(model, short_side=0).hysteresis.margin == 1e4
+    model.config.label_hysteresis = 0.0
+    with pytest.raises(TfcsegError, match="hysteresis -1: expected a logit margin >= 0"):
+        VideoSegmenter(model, hysteresis=-1)
+
+
 def test_many_classes_give_int32_labels():
     model = _model(num_classes=300)
     r = next(VideoSegmenter(model, short_side=0).segment(_video(1)))

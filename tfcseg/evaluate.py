@@ -178,6 +178,7 @@ def evaluate_model(
     min_keyframe_interval: int | None = None,
     msda: bool | float | None = None,
     msda_gate: float | None = None,
+    hysteresis: float | None = None,
 ) -> dict[str, Any]:
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
     score it with the official VSPW metrics (see the module docstring for the result).
@@ -193,7 +194,8 @@ def evaluate_model(
     Runtime; `model` may be an `OnnxRuntimeModel`); default: the model's own. msda: sparse MSDA
     as the model's config says (None), off, on, or on at a threshold (see
     `tfcseg.segmenter.with_msda`); msda_gate: the margin a label change by MSDA needs
-    (None: the config's; `TFCOptions.msda_gate`). Frames with a missing or unreadable file are skipped with a
+    (None: the config's; `TFCOptions.msda_gate`). hysteresis: label hysteresis margin (None:
+    the model's `label_hysteresis`; 0: off; see `tfcseg.postprocess.LabelHysteresis`). Frames with a missing or unreadable file are skipped with a
     `DataWarning`.
     """
     from .io.atomic import sweep_stale
@@ -216,7 +218,7 @@ def evaluate_model(
     try:
         segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
-                                   msda=msda, msda_gate=msda_gate, **schedule)
+                                   msda=msda, msda_gate=msda_gate, hysteresis=hysteresis, **schedule)
     except TfcsegError:
         raise
     except ValueError as exc:
@@ -284,6 +286,7 @@ def evaluate_model(
         "msda_share": float(np.mean(msda_shares)) if msda_shares else 0.0,
         "msda_threshold": segmenter.msda_threshold,
         "msda_gate": segmenter.options.msda_gate if segmenter.msda_threshold is not None else None,
+        "label_hysteresis": segmenter.hysteresis.margin,
     })
     return out
 

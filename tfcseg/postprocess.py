@@ -74,3 +74,40 @@ def labels_from_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Ten
 def labels_from_logits_plain(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The reference: full K-channel bilinear upsampling, then argmax."""
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1)
+
+
+class LabelHysteresis:
+    """Temporal label hysteresis: a pixel keeps the label it had in the previous frame unless
+    another class beats that label by more than `margin` (in logits).
+
+    Per frame, the previous frame's labels at the 1/4 map (what the logits are) get `margin`
+    added to their logit before the argmax and the upsampling, so a label changes only where
+    the new evidence is decisive, and near-ties (which flip back and forth between frames,
+    what makes an overlay boil) hold still. Motion is not compensated: a boundary that moves
+    keeps its old side until the new class leads by `margin`, so too large a margin lags
+    moving objects (`tfcseg eval` measures the trade: mIoU against mVC and flicker). Labels
+    are held per video: `reset()` at a new video, and a frame of another size starts afresh.
+    Not part of TFC: it works the same on per-frame SegFormer.
+    """
+
+    def __init__(self, margin: float) -> None:
+        if not (margin >= 0 and margin != float("inf")):
+            raise ValueError(f"label hysteresis must be a logit margin >= 0, not {margin}")
+        self.margin = float(margin)
+        self._held: torch.Tensor | None = None  # [h4, w4] long: the previous frame's labels
+
+    def reset(self) -> None:
+        self._held = None
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [1, K, h4, w4] -> the same with the held labels' logits raised by the margin
+        (a new tensor; `logits` is left alone). The result's argmax becomes the held labels."""
+        if self.margin == 0:
+            return logits
+        if logits.shape[0] != 1:
+            raise ValueError(f"label hysteresis runs on one frame at a time, not {logits.shape[0]}")
+        held = self._held
+        if held is not None and tuple(held.shape) == tuple(logits.shape[-2:]) and held.device == logits.device:
+            logits = logits.scatter_add(1, held[None, None], logits.new_full((1, 1, *held.shape), self.margin))
+        self._held = logits[0].argmax(0)
+        return logits

@@ -267,6 +267,7 @@ def segment_video(
     threads: int | str | None = "auto",
     msda: bool | float | None = None,
     msda_gate: float | None = None,
+    hysteresis: float | None = None,
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames, a glob, a URL or a camera) into an
     overlay video.
@@ -297,7 +298,9 @@ def segment_video(
     CPU threads, "auto" (PyTorch's count or one, whichever is faster now: see
     `VideoSegmenter`), or a count. `msda`: sparse MSDA as the model's config says (None), off,
     on, or on at a similarity threshold (`tfcseg.segmenter.with_msda`); `msda_gate`: the
-    margin a label change by MSDA needs (None: the config's).
+    margin a label change by MSDA needs (None: the config's). `hysteresis`: the logit margin
+    by which a new class must lead a pixel's previous label to replace it (None: the model's
+    `label_hysteresis`; 0: off; `tfcseg.postprocess.LabelHysteresis`).
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
@@ -362,7 +365,7 @@ def segment_video(
     try:
         segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
-                                   msda=msda, msda_gate=msda_gate, **schedule)
+                                   msda=msda, msda_gate=msda_gate, hysteresis=hysteresis, **schedule)
     except TfcsegError:
         raise
     except ValueError as exc:
@@ -474,6 +477,7 @@ def segment_video(
         "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
         "msda_threshold": segmenter.msda_threshold,
         "msda_gate": segmenter.options.msda_gate if segmenter.msda_threshold is not None else None,
+        "label_hysteresis": segmenter.hysteresis.margin,
         "precision": precision,
         "backend": backend,
         "threads": segmenter.tuner.current if segmenter.tuner is not None else None,

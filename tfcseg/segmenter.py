@@ -35,7 +35,7 @@ from .errors import OptionError
 from .models.config import TFCOptions, smallest_input
 from .models.segformer import IMAGENET_MEAN, IMAGENET_STD, TFCSegFormer
 from .models.state import KeyframeState
-from .postprocess import labels_from_logits
+from .postprocess import LabelHysteresis, labels_from_logits
 from .runtime import AUTO_KEYFRAMES, BACKENDS, MODES, PRECISIONS, ThreadTuner, parse_keyframe_interval
 
 
@@ -171,7 +171,7 @@ class FrameResult:
     labels: np.ndarray  # [H, W] at the frame's own size; uint8 if K <= 255 else int32
     is_keyframe: bool
     msda_share: float  # fraction of points sparse MSDA updated (0.0 at keyframes / when off)
-    logits_lowres: torch.Tensor | None = None  # [K, h4, w4] on the CPU, only if asked for
+    logits_lowres: torch.Tensor | None = None  # [K, h4, w4] on the CPU, only if asked for (the model's, before the hysteresis)
     # why a keyframe: "start" (first frame, or after reset()), "size" (a new frame size),
     # "interval" (the fixed or the maximum interval), "change" (auto: the similarity); None
     keyframe_reason: str | None = None
@@ -227,7 +227,9 @@ class VideoSegmenter:
     `msda`: sparse MSDA as the model's config says (None), off (False), on at the config's
     threshold (True) or on at this similarity threshold (a float; see `with_msda`);
     `msda_gate`: the margin a label change by MSDA needs to stand (`TFCOptions.msda_gate`;
-    None: the config's).
+    None: the config's). `hysteresis`: label hysteresis, the logit margin by which a new class
+    must lead a pixel's previous label to replace it (`postprocess.LabelHysteresis`; every
+    mode; None: the model's `label_hysteresis`; 0: off, each frame labelled on its own).
     """
 
     def __init__(self, model: TFCSegFormer, keyframe_interval: int | str = 4, mode: str = "tfc",
@@ -237,7 +239,7 @@ class VideoSegmenter:
                  max_keyframe_interval: int | None = None,
                  min_keyframe_interval: int | None = None, threads: int | str | None = "auto",
                  backend: str | None = None, msda: bool | float | None = None,
-                 msda_gate: float | None = None) -> None:
+                 msda_gate: float | None = None, hysteresis: float | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         interval, policy = keyframe_schedule(
@@ -291,6 +293,10 @@ class VideoSegmenter:
         if threads is not None and threads != "auto" and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be auto, None or a count >= 1, not {threads!r}")
         self.threads = threads
+        margin = model.config.label_hysteresis if hysteresis is None else hysteresis
+        if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+            raise OptionError(f"hysteresis {margin}: expected a logit margin >= 0 (0: off)", options=("hysteresis",))
+        self.hysteresis = LabelHysteresis(float(margin))
         # the thread-count chooser (CPU only; kept across reset(): the machine's load is not the video's)
         self.tuner: ThreadTuner | None = None
         if self.device.type == "cpu" and threads is not None and backend == "pytorch":
@@ -302,6 +308,7 @@ class VideoSegmenter:
         self._state: KeyframeState | None = None  # the current keyframe's state
         self._since_key = 0  # frames since the current keyframe
         self._index = 0  # frames seen since the start / last reset
+        self.hysteresis.reset()
 
     def _keyframe_due(self, size: tuple[int, int]) -> str | None:
         """Why the next frame is a keyframe whatever its content, or None."""
@@ -388,7 +395,7 @@ class VideoSegmenter:
             why = "broken weights?" if self.precision == "fp32" else f"broken weights, or {self.precision} overflowing?"
             warnings.warn(f"frame {self._index}: the model's output holds NaN or Inf ({why}); the labels of "
                           "those pixels are meaningless", RuntimeWarning, stacklevel=2)
-        labels = labels_from_logits(logits.float(), (height, width))[0]  # [H, W], frame size
+        labels = labels_from_logits(self.hysteresis(logits.float()), (height, width))[0]  # [H, W], frame size
         dtype = torch.uint8 if self.model.num_classes <= 255 else torch.int32
         result = FrameResult(
             index=self._index, labels=labels.to(dtype).cpu().numpy(), is_keyframe=is_key,

@@ -152,6 +152,15 @@ MSDA_GATE_HELP = ("A label change made by sparse MSDA stands only where the new 
                   "runner-up by this logit margin (0: every change; default: the model's config.json).")
 
 
+HYSTERESIS_HELP = ("Label hysteresis: a pixel keeps its previous label unless another class leads "
+                   "it by this logit margin (0: off, every frame on its own; default: the model's "
+                   "config.json). Less flicker; too large lags moving objects.")
+
+
+def describe_hysteresis(margin: float | None) -> str:
+    return "off" if not margin else f"a new label needs a lead of {margin:g} (logits)"
+
+
 def describe_msda(threshold: float | None, gate: float | None, share: float | None) -> str:
     """The summary line of sparse MSDA: where it ran, its gate and the share it updated."""
     if threshold is None:

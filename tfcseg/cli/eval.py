@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
-from . import MSDA_GATE_HELP, describe_msda, MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, warnings_as_lines, write_json
+from . import HYSTERESIS_HELP, MSDA_GATE_HELP, describe_hysteresis, describe_msda, MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, warnings_as_lines, write_json
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes)
 
@@ -40,6 +40,7 @@ def _print_result(result: dict[str, Any], per_class: bool, console: Console | No
                       + (", ONNX Runtime" if result.get("backend") == "onnxruntime" else ""))
         table.add_row("keyframes", describe_keyframes(result))
         table.add_row("keyframes (%)", _pct(result["keyframe_share"]))
+        table.add_row("label hysteresis", describe_hysteresis(result.get("label_hysteresis")))
         if result["mode"] == "tfc":
             table.add_row("sparse MSDA", describe_msda(result.get("msda_threshold"), result.get("msda_gate"),
                                                        result.get("msda_share")))
@@ -99,6 +100,7 @@ def eval_command(
                                 "ONNX graphs in ONNX Runtime, fp32; needs pip install \"tfcseg[onnx]\")."),
     msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
     msda_gate: Optional[float] = typer.Option(None, "--msda-gate", metavar="G", help=MSDA_GATE_HELP),
+    hysteresis: Optional[float] = typer.Option(None, "--hysteresis", metavar="H", help=HYSTERESIS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
@@ -136,7 +138,7 @@ def eval_command(
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
                                     progress=not quiet, precision=precision, overwrite=overwrite,
-                                    backend=backend, threads=parse_threads(threads), msda=msda_choice, msda_gate=msda_gate,
+                                    backend=backend, threads=parse_threads(threads), msda=msda_choice, msda_gate=msda_gate, hysteresis=hysteresis,
                                     **schedule)
             result["model"] = str(model) if model is not None else "default"
     _print_result(result, per_class, results_console(json_file))

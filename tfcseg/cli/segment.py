@@ -16,7 +16,7 @@ from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
 from ..io.video import ensure_writable_folder, expand_sources
 from ..segment import segment_video, segment_videos
-from . import MSDA_GATE_HELP, describe_msda, MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, write_json
+from . import HYSTERESIS_HELP, MSDA_GATE_HELP, describe_hysteresis, describe_msda, MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, write_json
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes, keyframe_list)
 
@@ -75,6 +75,7 @@ def segment(
                                 "machine makes one thread the faster) or a number."),
     msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
     msda_gate: Optional[float] = typer.Option(None, "--msda-gate", metavar="G", help=MSDA_GATE_HELP),
+    hysteresis: Optional[float] = typer.Option(None, "--hysteresis", metavar="H", help=HYSTERESIS_HELP),
     backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
                                 "ONNX graphs in ONNX Runtime, fp32; an ONNX export from `tfcseg "
                                 "export --format onnx` runs as it is, any other model is exported "
@@ -112,7 +113,8 @@ def segment(
                    realtime=realtime, keyframe_similarity=keyframe_similarity,
                    keyframe_changed_share=keyframe_changed_share,
                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval,
-                   backend=backend, threads=parse_threads(threads), msda=parse_msda(msda), msda_gate=msda_gate)
+                   backend=backend, threads=parse_threads(threads), msda=parse_msda(msda), msda_gate=msda_gate,
+                   hysteresis=hysteresis)
     out_console = results_console(json_file)  # stderr when the JSON goes to stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -160,6 +162,7 @@ def _table(s: dict) -> Table:
         ("keyframes", describe_keyframes(s)),
         ("keyframe at", keyframe_list(s["keyframe_indices"])),
         ("sparse MSDA", describe_msda(s["msda_threshold"], s.get("msda_gate"), share)),
+        ("label hysteresis", describe_hysteresis(s.get("label_hysteresis"))),
         ("flicker", "-" if s["flicker"] is None else f"{s['flicker']:.2%} of pixels change label per frame"),
         ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']}, {s['precision']}"
          + (", ONNX Runtime)" if s.get("backend") == "onnxruntime" else ")")),

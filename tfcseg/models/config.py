@@ -111,6 +111,9 @@ class ModelConfig:
     dataset: str | None = None
     # Inference size: frames are resized so their short side is this (aspect kept).
     inference_short_side: int = 480
+    # Video sessions' label hysteresis (a logit margin, 0 = off; postprocess.LabelHysteresis):
+    # a pixel keeps its previous label unless another class leads it by more. Chosen per model.
+    label_hysteresis: float = 0.0
 
     def __post_init__(self) -> None:
         self.variant = self.variant.lower()
@@ -124,6 +127,8 @@ class ModelConfig:
         if isinstance(self.tfc, dict):
             self.tfc = TFCOptions(**self.tfc)
         self.tfc.validate()
+        if not (math.isfinite(self.label_hysteresis) and self.label_hysteresis >= 0):
+            raise ValueError(f"label_hysteresis must be a logit margin >= 0, not {self.label_hysteresis}")
         self._validate_architecture()
         if not self.class_names:
             self.class_names = [f"class_{i}" for i in range(self.num_classes)]
