@@ -334,7 +334,7 @@ def test_cli_eval_msda_choice(data, tmp_path, capsys):
     assert gated["1000"]["flicker"] <= gated["0"]["flicker"]
     rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--msda-gate", "-1", "-q"])
     err = capsys.readouterr().err
-    assert rc == 2 and "msda gate -1.0: expected a logit margin >= 0" in " ".join(err.split()) and "Traceback" not in err
+    assert rc == 2 and "--msda-gate -1.0: expected a logit margin >= 0" in " ".join(err.split()) and "Traceback" not in err
 
 
 def test_cli_eval_hysteresis(data, tmp_path, capsys):

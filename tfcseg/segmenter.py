@@ -187,7 +187,7 @@ def with_msda(options: TFCOptions, msda: bool | float | None, gate: float | None
     a logit margin >= 0; None keeps theirs)."""
     if gate is not None:
         if not (math.isfinite(gate) and gate >= 0):
-            raise OptionError(f"msda gate {gate}: expected a logit margin >= 0 (0: no gate)", options=("msda_gate",))
+            raise OptionError(f"msda_gate {gate}: expected a logit margin >= 0 (0: no gate)", options=("msda_gate",))
         options = replace(options, msda_gate=float(gate))
     if msda is None:
         return options

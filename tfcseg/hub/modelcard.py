@@ -114,6 +114,8 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, load_as: str,
             ("classes", str(config.num_classes)),
             ("TFC modules", tfc),
             ("inference size", f"short side {config.inference_short_side} (aspect kept)"),
+            ("label hysteresis", f"{config.label_hysteresis:g} (a new label needs that lead in logits)"
+             if config.label_hysteresis else "off"),
         ], ("", ""), numbers=False),
         "",
         "## Data",
