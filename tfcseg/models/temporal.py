@@ -92,9 +92,9 @@ def gate_msda(repaired: torch.Tensor, plain: torch.Tensor, gate: float) -> torch
     """Logit rows [q, K] of MSDA's points after the gate (`TFCOptions.msda_gate`): `repaired`
     where its label equals `plain`'s or its top class leads the runner-up by >= gate, else
     `plain` (the rows without MSDA; both after the interpolation)."""
-    top2 = repaired.topk(2, dim=1).values if repaired.shape[1] > 1 else None
-    if top2 is None:
+    if repaired.shape[1] < 2:  # one class: no label can change
         return repaired
+    top2 = repaired.topk(2, dim=1).values
     undecided = (repaired.argmax(1) != plain.argmax(1)) & (top2[:, 0] - top2[:, 1] < gate)
     return torch.where(undecided[:, None], plain, repaired)
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Recalibrate the shipped model's inference settings and regenerate every figure the README
+# and the model card quote, from the weights in weights/. Run on an otherwise idle machine
+# (timings are part of the output); about 25 minutes on a 2-core CPU.
+#
+#   bash scripts/regenerate_evidence.sh ../shared/data/camvid [OUT]
+#
+# OUT (default runs/evidence) receives the logs and the demo videos; the evidence files are
+# written in place: weights/evidence/*, examples/keyframe_tradeoff/*, examples/benchmarks/b0_*.json,
+# examples/overlay.png, and weights/config.json's label_hysteresis, msda_threshold and msda_gate.
+set -euo pipefail
+DATA=${1:?usage: regenerate_evidence.sh DATA_ROOT [OUT]}
+OUT=${2:-runs/evidence}
+EV=weights/evidence
+mkdir -p "$OUT"
+lscpu | grep -E "Model name|^CPU\(s\)" | tee "$OUT/cpu.txt"
+
+# 1. label hysteresis: the largest margin that costs per-frame SegFormer at most 0.1 mIoU
+python scripts/calibrate_hysteresis.py --data-root "$DATA" --margins 0,0.25,0.5,0.75,1 \
+    --json $EV/hysteresis_calibration.json --write | tee "$OUT/hysteresis.log"
+# 2. sparse MSDA (under that hysteresis): threshold and gate, on >= off in mIoU and mVC8
+python scripts/calibrate_msda.py --data-root "$DATA" -k 4 --thresholds 0.5,0.6,0.7,0.8 --gates 0,1,2,3 \
+    --json $EV/msda_calibration_k4.json --write | tee "$OUT/msda_k4.log"
+python scripts/calibrate_msda.py --data-root "$DATA" -k 8 --thresholds 0.5,0.6,0.7,0.8 --gates 0,1,2,3 \
+    --json $EV/msda_calibration_k8.json | tee "$OUT/msda_k8.log"
+# 3. the results table (README and model card)
+python scripts/camvid_table.py --data-root "$DATA" --json $EV/camvid_table.json | tee $EV/camvid_table.md
+# 4. fixed against adaptive keyframes
+rm -rf "$OUT/keyframes"
+python scripts/keyframe_tradeoff.py --data-root "$DATA" --out "$OUT/keyframes" \
+    --plot examples/keyframe_tradeoff/plot.png | tee "$OUT/keyframes.log"
+cp "$OUT/keyframes/runs.jsonl" "$OUT/keyframes/table.md" examples/keyframe_tradeoff/
+# 5. the demo clip: flicker per frame and with TFC, and the overlay picture (frame 71)
+tfcseg segment examples/demo.mp4 -o "$OUT/demo_segformer.mp4" --mode segformer --overwrite -q \
+    --json "$OUT/demo_segformer.json"
+tfcseg segment examples/demo.mp4 -o "$OUT/demo_segformer_h0.mp4" --mode segformer --hysteresis 0 --overwrite -q \
+    --json "$OUT/demo_segformer_h0.json"
+tfcseg segment examples/demo.mp4 -o "$OUT/demo_tfc.mp4" --side-by-side --overwrite -q --json "$OUT/demo_tfc.json"
+python - "$OUT" <<'PY'
+import json, sys
+import cv2
+from tfcseg.io.video import open_frames
+out = sys.argv[1]
+for name in ("demo_segformer_h0", "demo_segformer", "demo_tfc"):
+    s = json.load(open(f"{out}/{name}.json"))
+    print(name, "flicker", round(100 * s["flicker"], 2), "keyframes", s["keyframes"],
+          "msda", s["mean_msda_share"], "hysteresis", s["label_hysteresis"], "fps", round(s["fps"], 2))
+with open_frames(f"{out}/demo_tfc.mp4") as source:
+    frame = next(f.rgb for i, f in enumerate(source) if i == 71)
+cv2.imwrite("examples/overlay.png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+PY
+# 6. speed, keyframe against non-keyframe (README "Performance")
+tfcseg benchmark -k 8 --size 480x853 --compare-hf --video examples/demo.mp4 --frames 16 --repeats 3 --load 1 \
+    --json examples/benchmarks/b0_fp32.json | tee "$OUT/b0_fp32.log"
+tfcseg benchmark -k 8 --size 480x853 --compare-hf --video examples/demo.mp4 --frames 16 --repeats 3 \
+    --precision bf16 --no-msda-sweep --json examples/benchmarks/b0_bf16.json | tee "$OUT/b0_bf16.log"
