@@ -369,11 +369,16 @@ def test_msda_choice_reaches_the_summary(tmp_path, ckpt, capsys):
         shares[choice] = s["mean_msda_share"]
     assert not shares["off"] and shares["0.3"] <= shares["on"]
     assert s["label_hysteresis"] == 0.0  # the checkpoint's (none in its config)
-    code, out, err = run_cli(capsys, src, "-o", tmp_path / "h.mp4", "--model", ckpt, "--hysteresis", "1000",
-                             "--json", tmp_path / "h.json")
-    assert code == 0, err
-    h = json.loads((tmp_path / "h.json").read_text())
-    assert h["label_hysteresis"] == 1000.0 and "label hysteresis" in out
-    assert h["flicker"] <= s["flicker"]
+    flicker = {}
+    for margin in ("0", "1000"):
+        code, out, err = run_cli(capsys, src, "-o", tmp_path / "h.mp4", "--model", ckpt, "--hysteresis", margin,
+                                 "--overwrite", "--json", tmp_path / "h.json")
+        assert code == 0, err
+        h = json.loads((tmp_path / "h.json").read_text())
+        assert h["label_hysteresis"] == float(margin) and "label hysteresis" in out
+        flicker[margin] = h["flicker"]
+    assert flicker["0"] > 0 and flicker["1000"] < flicker["0"]
+    code, out, err = run_cli(capsys, src, "--model", ckpt, "--hysteresis", "-1")
+    assert code == 2 and "--hysteresis -1.0: expected a logit margin >= 0" in err and "Traceback" not in err
     code, out, err = run_cli(capsys, src, "--model", ckpt, "--msda", "sometimes")
     assert code == 2 and "--msda sometimes" in err

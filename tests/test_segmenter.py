@@ -162,8 +162,21 @@ def test_label_hysteresis_holds_labels_until_a_new_class_leads(mode):
     model.config.label_hysteresis = 1e4
     assert VideoSegmenter(model, short_side=0).hysteresis.margin == 1e4
     model.config.label_hysteresis = 0.0
-    with pytest.raises(TfcsegError, match="hysteresis -1: expected a logit margin >= 0"):
-        VideoSegmenter(model, hysteresis=-1)
+    for bad in (-1, True, float("nan")):
+        with pytest.raises(TfcsegError, match=f"hysteresis {bad}: expected a logit margin >= 0"):
+            VideoSegmenter(model, hysteresis=bad)
+    assert VideoSegmenter(model, hysteresis=np.float32(0.5)).hysteresis.margin == 0.5
+
+
+def test_label_hysteresis_lets_go_at_a_scene_cut():
+    """An auto keyframe on a change labels the new scene as SegFormer does, however large
+    the margin: the held labels belong to the old scene."""
+    model = _model()
+    video = spliced_video(cut=5, n=8)
+    results = list(VideoSegmenter(model, short_side=0, hysteresis=1e4, **CUT_POLICY).segment(video))
+    assert results[5].keyframe_reason == "change"
+    assert np.array_equal(results[5].labels, _reference_labels(model, video[5], video[5].shape[:2]))
+    assert np.array_equal(results[3].labels, results[1].labels)  # held within scene A
 
 
 def test_many_classes_give_int32_labels():

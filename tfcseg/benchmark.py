@@ -211,11 +211,14 @@ def schedule_options(settings: BenchmarkSettings) -> dict[str, Any]:
 def _clip_runner(model, frames, mode: str, settings: BenchmarkSettings,
                  threads: int | str | None = "settings") -> tuple[Callable[[], None], dict]:
     """A function that runs the whole clip through `VideoSegmenter` (preprocessing, model,
-    labels at the frame size) and the dict it leaves the labels and mean MSDA share in."""
+    labels at the frame size) and the dict it leaves the labels and mean MSDA share in.
+    Without label hysteresis (whatever the model's config says): the labels are compared with
+    `transformers`' per-frame labels and with fp32's, which hysteresis would blur; it costs an
+    add and an argmax on the 1/4 map a frame."""
     from .segmenter import VideoSegmenter
 
     seg = VideoSegmenter(model, keyframe_interval=settings.keyframe_interval, mode=mode,
-                         short_side=0, precision=settings.precision,
+                         short_side=0, precision=settings.precision, hysteresis=0.0,
                          threads=settings.threads if threads == "settings" else threads,
                          **schedule_options(settings))
     out: dict[str, Any] = {"policy": seg.policy}

@@ -25,7 +25,8 @@ excluded), mode, keyframe_interval (K or "auto"), keyframe_policy (auto's settin
 None), short_side, keyframes, keyframe_share (share of frames run as keyframes),
 keyframes_on_change (auto: keyframes chosen by the similarity), mean_keyframe_interval (mean
 gap between consecutive keyframes within a video), msda_share (mean share of points sparse
-MSDA updated on non-keyframes).
+MSDA updated on non-keyframes), msda_threshold and msda_gate (None where MSDA did not run),
+label_hysteresis (the margin used; 0: off).
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from .io.overlay import OverlayRenderer
 from .io.video import (Frame, FrameSource, VideoInfo, VideoWriter, ensure_writable_folder, expand_sources,
                        open_frames)
 from .metrics import FlickerRate
+from .postprocess import is_margin
 from .models.segformer import TFCSegFormer
 from .runtime import BACKENDS, MODES, PRECISIONS, resolve_device
 from .segmenter import VideoSegmenter, keyframe_schedule, mean_keyframe_interval
@@ -322,6 +323,9 @@ def segment_video(
     if not 0.0 <= opacity <= 1.0:
         raise TfcsegError(f"opacity must be between 0 and 1, not {opacity}", options=("opacity",))
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
+    for name, value in (("hysteresis", hysteresis), ("msda_gate", msda_gate)):
+        if value is not None and not is_margin(value):
+            raise TfcsegError(f"{name} {value}: expected a logit margin >= 0 (0: off)", options=(name,))
 
     # Everything that can fail on the user's input fails here, before the model loads.
     source = open_frames(input, start=start_s, end=end_s, stride=stride, fps=fps,

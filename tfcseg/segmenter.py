@@ -17,7 +17,11 @@ Frames are resized so that their short side is `short_side` (aspect kept, no pad
 SegFormer takes any size); a frame already at that size is not resized. Labels are made
 directly at the frame's own size, as mmseg does: the argmax of the 1/4-resolution logits
 upsampled bilinearly (align_corners=False) to the frame size, computed exactly but cheaply
-by `postprocess.labels_from_logits` (interpolated logits only on class boundaries).
+by `postprocess.labels_from_logits` (interpolated logits only on class boundaries). With
+label hysteresis (`hysteresis`, default the model's `label_hysteresis`), the previous frame's
+labels get that margin added to their logits first (`postprocess.LabelHysteresis`), so a
+label changes only where another class leads it by the margin; held labels are dropped at a
+new video, a new frame size and an "auto" keyframe on a change.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from .errors import OptionError
 from .models.config import TFCOptions, smallest_input
 from .models.segformer import IMAGENET_MEAN, IMAGENET_STD, TFCSegFormer
 from .models.state import KeyframeState
-from .postprocess import LabelHysteresis, labels_from_logits
+from .postprocess import LabelHysteresis, is_margin, labels_from_logits
 from .runtime import AUTO_KEYFRAMES, BACKENDS, MODES, PRECISIONS, ThreadTuner, parse_keyframe_interval
 
 
@@ -186,7 +190,7 @@ def with_msda(options: TFCOptions, msda: bool | float | None, gate: float | None
     are updated; 0 < threshold <= 1). `gate`: MSDA's label-change gate (`TFCOptions.msda_gate`,
     a logit margin >= 0; None keeps theirs)."""
     if gate is not None:
-        if not (math.isfinite(gate) and gate >= 0):
+        if not is_margin(gate):
             raise OptionError(f"msda_gate {gate}: expected a logit margin >= 0 (0: no gate)", options=("msda_gate",))
         options = replace(options, msda_gate=float(gate))
     if msda is None:
@@ -294,7 +298,7 @@ class VideoSegmenter:
             raise ValueError(f"threads must be auto, None or a count >= 1, not {threads!r}")
         self.threads = threads
         margin = model.config.label_hysteresis if hysteresis is None else hysteresis
-        if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        if not is_margin(margin):
             raise OptionError(f"hysteresis {margin}: expected a logit margin >= 0 (0: off)", options=("hysteresis",))
         self.hysteresis = LabelHysteresis(float(margin))
         # the thread-count chooser (CPU only; kept across reset(): the machine's load is not the video's)
@@ -389,6 +393,8 @@ class VideoSegmenter:
                         x1, x2, self._state, self.options, similarity)
                     share = info.msda_share
         is_key = reason is not None
+        if reason in ("size", "change"):  # another picture: the held labels are not its labels
+            self.hysteresis.reset()
         self._since_key = 1 if is_key else self._since_key + 1
         if not self._nonfinite_seen and not bool(torch.isfinite(logits).all()):
             self._nonfinite_seen = True  # said once per session

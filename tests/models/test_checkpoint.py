@@ -205,6 +205,10 @@ def test_export_to_hf_layout_round_trips(tmp_path):
     ({"depths": [1, 1, 1]}, "depths"),
     ({"tfc": {"msda_heads": 3}}, "msda_heads"),
     ({"tfc": {"fixed_weight": 1.5}}, "fixed_weight"),
+    ({"tfc": {"msda_gate": -0.5}}, "msda_gate"),
+    ({"tfc": {"msda_gate": True}}, "msda_gate"),
+    ({"label_hysteresis": True}, "label_hysteresis"),
+    ({"label_hysteresis": "0.5"}, "label_hysteresis"),
 ])
 def test_invalid_architecture_in_config_is_one_clear_error(tmp_path, change, word):
     save_checkpoint(TFCSegFormer(tiny_config()), tmp_path / "ck")

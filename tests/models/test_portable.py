@@ -64,8 +64,8 @@ def test_keyframe_state_equals_the_pytorch_path(size):
 
 @pytest.mark.parametrize("tfc", [
     dict(), dict(msda=False), dict(interpolation="hard"), dict(interpolation="fixed", similarity_level=1),
-    dict(interpolation="none", msda=False), dict(msda_levels=2), dict(msda_gate=0.02),
-], ids=["soft-msda", "soft", "hard-msda", "fixed-level1", "reuse", "msda-2-levels", "msda-gated"])
+    dict(interpolation="none", msda=False), dict(msda_levels=2),
+], ids=["soft-msda", "soft", "hard-msda", "fixed-level1", "reuse", "msda-2-levels"])
 @torch.no_grad()
 def test_non_keyframe_equals_the_pytorch_path(tfc):
     model = _model(**tfc)
@@ -82,6 +82,35 @@ def test_non_keyframe_equals_the_pytorch_path(tfc):
     assert float(share) == pytest.approx(ref_info.msda_share)
     if options.msda:
         assert 0.3 < ref_info.msda_share < 0.7
+
+
+@torch.no_grad()
+def test_msda_gate_equals_the_pytorch_path():
+    """At a gate that keeps some of MSDA's label changes and reverts others, the graph gives
+    the PyTorch path's logits; a one-class model (no label can change) runs too."""
+    model = _model()
+    key, moved = _frames()
+    _, state = model.keyframe(key)
+    _, info = model.non_keyframe(moved, state)
+    options = dataclasses.replace(model.config.tfc, msda_threshold=float(info.similarity.median()))
+    on, _ = model.non_keyframe(moved, state, options)
+    off, _ = model.non_keyframe(moved, state, dataclasses.replace(options, msda=False))
+    top2 = on.topk(2, dim=1).values
+    margin, changed = top2[:, 0] - top2[:, 1], on.argmax(1) != off.argmax(1)
+    m = margin[changed].sort().values
+    k = max(range(1, len(m)), key=lambda i: float(m[i] - m[i - 1]))  # the widest gap: no borderline point
+    gate = float(m[k - 1] + m[k]) / 2
+    options = dataclasses.replace(options, msda_gate=gate)
+    ref, _ = model.non_keyframe(moved, state, options)
+    assert 0 < int((changed & (margin < gate)).sum()) < int(changed.sum())  # some reverted, some kept
+    _, (out, _, _) = _run(model, True, key, moved, options)
+    assert torch.allclose(out.permute(0, 3, 1, 2), ref, atol=1e-4)
+    assert torch.equal(out.permute(0, 3, 1, 2).argmax(1), ref.argmax(1))
+
+    torch.manual_seed(0)
+    one = TFCSegFormer(tiny_config(num_classes=1, tfc_trained=True)).eval()
+    _, (out, _, _) = _run(one, True, key, moved, dataclasses.replace(one.config.tfc, msda_threshold=2.0, msda_gate=1.0))
+    assert out.shape[-1] == 1
 
 
 @torch.no_grad()

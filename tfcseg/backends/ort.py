@@ -5,7 +5,7 @@
 `non_keyframe(pixels, state, options)` -> (logits, NonKeyframeInfo), with torch tensors in
 and out (on the CPU) and the same layouts (logits [1, K, h4, w4], a channels-last view). The
 keyframe state is the keyframe graph's outputs, kept as NumPy arrays and fed back by name.
-Run-time options (threshold, MSDA on/off, interpolation, fixed weight) are graph inputs, so
+Run-time options (threshold, MSDA on/off, interpolation, fixed weight, MSDA gate) are graph inputs, so
 every mode runs on one export; the similarity level and whether MSDA is in the graph are
 fixed at export.
 """

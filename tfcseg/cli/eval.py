@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import TfcsegError
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
-from . import HYSTERESIS_HELP, MSDA_GATE_HELP, describe_hysteresis, describe_msda, MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, warnings_as_lines, write_json
+from . import HYSTERESIS_HELP, MSDA_GATE_HELP, check_margin, describe_hysteresis, describe_msda, MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, warnings_as_lines, write_json
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes)
 
@@ -123,6 +123,8 @@ def eval_command(
     schedule = dict(keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
                     max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
     msda_choice = parse_msda(msda)
+    check_margin(msda_gate, "--msda-gate")
+    check_margin(hysteresis, "--hysteresis")
     if predictions is None:
         keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before the model loads
     if json_file is not None and str(json_file) != "-":

@@ -72,7 +72,7 @@ class TFCOptions:
             raise ValueError(f"fixed_weight must be in 0..1, not {self.fixed_weight}")
         if not math.isfinite(self.msda_threshold):  # w < threshold: any finite value is usable
             raise ValueError(f"msda_threshold must be a finite number, not {self.msda_threshold}")
-        if not (math.isfinite(self.msda_gate) and self.msda_gate >= 0.0):
+        if isinstance(self.msda_gate, bool) or not (math.isfinite(self.msda_gate) and self.msda_gate >= 0.0):
             raise ValueError(f"msda_gate must be a finite number >= 0 (a logit margin), not {self.msda_gate}")
         if self.msda_heads < 1 or self.msda_points < 1:
             raise ValueError("msda_heads and msda_points must be >= 1")
@@ -127,7 +127,9 @@ class ModelConfig:
         if isinstance(self.tfc, dict):
             self.tfc = TFCOptions(**self.tfc)
         self.tfc.validate()
-        if not (math.isfinite(self.label_hysteresis) and self.label_hysteresis >= 0):
+        if isinstance(self.label_hysteresis, bool) or not (
+                isinstance(self.label_hysteresis, (int, float)) and math.isfinite(self.label_hysteresis)
+                and self.label_hysteresis >= 0):
             raise ValueError(f"label_hysteresis must be a logit margin >= 0, not {self.label_hysteresis}")
         self._validate_architecture()
         if not self.class_names:

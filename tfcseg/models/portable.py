@@ -153,6 +153,8 @@ class PortableNonKeyframe(_Portable):
         maps = [self.values(1, x1), self.values(2, x2), *key_values][:self.msda_levels]
         plain = torch.lerp(self.classify(z), key_logits, weight)  # [1, h4, w4, K] without MSDA
         out = torch.lerp(self.classify(self.sparse_msda(z, select, maps)), key_logits, weight)
+        if out.shape[-1] < 2:  # one class: no label can change (fixed at export)
+            return out, similarity, select.to(torch.float32).mean()
         # the gate (TFCOptions.msda_gate): a label MSDA changed stays changed only if decided
         top2 = torch.topk(out, 2, dim=-1).values
         undecided = select & (out.argmax(-1) != plain.argmax(-1)) & (top2[..., 0] - top2[..., 1] < msda_gate)
