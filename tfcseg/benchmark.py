@@ -293,6 +293,8 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
         "device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
         "precision": settings.precision, "keyframe_interval": settings.keyframe_interval,
         "frames": len(frames), "tfc_trained": cfg.tfc_trained,
+        "msda_threshold": cfg.tfc.msda_threshold if cfg.tfc.msda else None, "msda_gate": cfg.tfc.msda_gate,
+        "label_hysteresis": 0.0,  # the clip runs' (see _clip_runner)
         "clip": settings.video or "synthetic",
         "params": {"total": _params(model), "encoder": _params(model.encoder),
                    "encoder_stages_1_2": _params(model.encoder.stages[:2]),
