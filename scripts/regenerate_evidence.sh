@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recalibrate the shipped model's inference settings and regenerate every figure the README
 # and the model card quote, from the weights in weights/. Run on an otherwise idle machine
-# (timings are part of the output); about 25 minutes on a 2-core CPU.
+# (timings are part of the output); about 12 minutes on the 2-core AMD EPYC used here.
 #
 #   bash scripts/regenerate_evidence.sh ../shared/data/camvid [OUT]
 #
