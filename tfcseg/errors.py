@@ -2,10 +2,14 @@
 
 A `TfcsegError` is a mistake the user can fix (a missing file, a bad checkpoint, a wrong
 option). The CLI prints its message as one line and exits with status 2; it never shows a
-traceback for these. Everything else is a bug and keeps its traceback.
+traceback for these. Everything else is a bug and keeps its traceback. Also the checks of
+option values shared by the library and the CLI (`check_margin`).
 """
 
 from __future__ import annotations
+
+import math
+import numbers
 
 
 class TfcsegError(Exception):
@@ -55,3 +59,19 @@ class CheckpointError(TfcsegError):
 class OptionError(TfcsegError, ValueError):
     """An option value out of its range (`keyframe_interval=0`): a `TfcsegError` for the command
     line, and a `ValueError` like the other argument checks of the library's classes."""
+
+
+def is_margin(value) -> bool:
+    """Whether `value` is a usable logit margin: a real number (not a bool), finite, >= 0."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+def check_margin(value, name: str) -> float | None:
+    """None (use the default), or `value` as a logit margin; an `OptionError` naming the option
+    `name` (`hysteresis`, `msda_gate`: the CLI shows the flag) for anything else."""
+    if value is None:
+        return None
+    if not is_margin(value):
+        raise OptionError(f"{name} {value}: expected a logit margin >= 0 (0: off)", options=(name,))
+    return float(value)

@@ -286,7 +286,7 @@ def evaluate_model(
         "mean_keyframe_interval": float(np.mean(gaps)) if gaps else None,
         "msda_share": float(np.mean(msda_shares)) if msda_shares else 0.0,
         "msda_threshold": segmenter.msda_threshold,
-        "msda_gate": segmenter.options.msda_gate if segmenter.msda_threshold is not None else None,
+        "msda_gate": segmenter.msda_gate,
         "label_hysteresis": segmenter.hysteresis.margin,
     })
     return out

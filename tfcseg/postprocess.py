@@ -9,11 +9,10 @@ boundaries) need interpolated logits. The result equals the plain path up to exa
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 import torch.nn.functional as F
+
+from .errors import check_margin
 
 
 # Above this share of mixed low-res cells, full interpolation is cheaper than gathering.
@@ -79,12 +78,6 @@ def labels_from_logits_plain(logits: torch.Tensor, size: tuple[int, int]) -> tor
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1)
 
 
-def is_margin(value) -> bool:
-    """Whether `value` is a usable logit margin: a real number (not a bool), finite, >= 0."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value >= 0)
-
-
 class LabelHysteresis:
     """Temporal label hysteresis: a pixel keeps the label it had in the previous frame unless
     another class beats that label by more than `margin` (in logits).
@@ -100,9 +93,7 @@ class LabelHysteresis:
     """
 
     def __init__(self, margin: float) -> None:
-        if not is_margin(margin):
-            raise ValueError(f"label hysteresis must be a logit margin >= 0, not {margin}")
-        self.margin = float(margin)
+        self.margin = float(check_margin(margin, "hysteresis"))
         self._held: torch.Tensor | None = None  # [h4, w4] long: the previous frame's labels
 
     def reset(self) -> None:

@@ -44,14 +44,13 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from .errors import TfcsegError
+from .errors import TfcsegError, check_margin
 from .data.masks import write_labels
 from .io.atomic import AtomicFolder, is_temporary, sweep_stale
 from .io.overlay import OverlayRenderer
 from .io.video import (Frame, FrameSource, VideoInfo, VideoWriter, ensure_writable_folder, expand_sources,
                        open_frames)
 from .metrics import FlickerRate
-from .postprocess import is_margin
 from .models.segformer import TFCSegFormer
 from .runtime import BACKENDS, MODES, PRECISIONS, resolve_device
 from .segmenter import VideoSegmenter, keyframe_schedule, mean_keyframe_interval
@@ -323,9 +322,8 @@ def segment_video(
     if not 0.0 <= opacity <= 1.0:
         raise TfcsegError(f"opacity must be between 0 and 1, not {opacity}", options=("opacity",))
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
-    for name, value in (("hysteresis", hysteresis), ("msda_gate", msda_gate)):
-        if value is not None and not is_margin(value):
-            raise TfcsegError(f"{name} {value}: expected a logit margin >= 0 (0: off)", options=(name,))
+    check_margin(hysteresis, "hysteresis")
+    check_margin(msda_gate, "msda_gate")
 
     # Everything that can fail on the user's input fails here, before the model loads.
     source = open_frames(input, start=start_s, end=end_s, stride=stride, fps=fps,
@@ -480,7 +478,7 @@ def segment_video(
         "keyframe_interval": segmenter.keyframe_interval,
         "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
         "msda_threshold": segmenter.msda_threshold,
-        "msda_gate": segmenter.options.msda_gate if segmenter.msda_threshold is not None else None,
+        "msda_gate": segmenter.msda_gate,
         "label_hysteresis": segmenter.hysteresis.margin,
         "precision": precision,
         "backend": backend,

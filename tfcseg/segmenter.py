@@ -35,11 +35,11 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import OptionError
+from .errors import OptionError, check_margin
 from .models.config import TFCOptions, smallest_input
 from .models.segformer import IMAGENET_MEAN, IMAGENET_STD, TFCSegFormer
 from .models.state import KeyframeState
-from .postprocess import LabelHysteresis, is_margin, labels_from_logits
+from .postprocess import LabelHysteresis, labels_from_logits
 from .runtime import AUTO_KEYFRAMES, BACKENDS, MODES, PRECISIONS, ThreadTuner, parse_keyframe_interval
 
 
@@ -190,9 +190,7 @@ def with_msda(options: TFCOptions, msda: bool | float | None, gate: float | None
     are updated; 0 < threshold <= 1). `gate`: MSDA's label-change gate (`TFCOptions.msda_gate`,
     a logit margin >= 0; None keeps theirs)."""
     if gate is not None:
-        if not is_margin(gate):
-            raise OptionError(f"msda_gate {gate}: expected a logit margin >= 0 (0: no gate)", options=("msda_gate",))
-        options = replace(options, msda_gate=float(gate))
+        options = replace(options, msda_gate=check_margin(gate, "msda_gate"))
     if msda is None:
         return options
     if isinstance(msda, bool):
@@ -297,10 +295,7 @@ class VideoSegmenter:
         if threads is not None and threads != "auto" and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be auto, None or a count >= 1, not {threads!r}")
         self.threads = threads
-        margin = model.config.label_hysteresis if hysteresis is None else hysteresis
-        if not is_margin(margin):
-            raise OptionError(f"hysteresis {margin}: expected a logit margin >= 0 (0: off)", options=("hysteresis",))
-        self.hysteresis = LabelHysteresis(float(margin))
+        self.hysteresis = LabelHysteresis(model.config.label_hysteresis if hysteresis is None else hysteresis)
         # the thread-count chooser (CPU only; kept across reset(): the machine's load is not the video's)
         self.tuner: ThreadTuner | None = None
         if self.device.type == "cpu" and threads is not None and backend == "pytorch":
@@ -332,6 +327,12 @@ class VideoSegmenter:
                 or not getattr(self.model.config, "tfc_trained", False)):
             return None
         return self.options.msda_threshold
+
+    @property
+    def msda_gate(self) -> float | None:
+        """The margin a label change by sparse MSDA needs (`TFCOptions.msda_gate`), or None where
+        MSDA does not run."""
+        return None if self.msda_threshold is None else self.options.msda_gate
 
     def segment(self, frames: Iterable[np.ndarray], *,
                 return_logits: bool = False) -> Iterator[FrameResult]:

@@ -185,15 +185,6 @@ def parse_msda(text: str) -> bool | float | None:
     return value
 
 
-def check_margin(value: float | None, flag: str) -> float | None:
-    """--hysteresis / --msda-gate: None (the model's) or a logit margin >= 0."""
-    from ..postprocess import is_margin
-
-    if value is not None and not is_margin(value):
-        raise TfcsegError(f"{flag} {value}: expected a logit margin >= 0 (0: off)")
-    return value
-
-
 def parse_threads(text: str) -> int | str | None:
     """--threads: "auto", "fixed" (PyTorch's count throughout: None) or a count >= 1."""
     if text == "auto":

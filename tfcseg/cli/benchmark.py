@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import TfcsegError
+from ..errors import TfcsegError, check_margin
 from ..hub.refs import MODEL_HELP
-from . import MSDA_GATE_HELP, check_margin, MSDA_HELP, app, parse_msda, results_console, write_json
+from . import MSDA_GATE_HELP, MSDA_HELP, app, parse_msda, results_console, write_json
 from .keyframes import CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP, SIMILARITY_HELP
 
 
@@ -197,7 +197,7 @@ def benchmark(
             if path.is_dir() and onnx_entry(path) is not None:  # an ONNX export: its own graphs
                 onnx_model = OnnxRuntimeModel(path, dev)
     msda_choice = parse_msda(msda)
-    check_margin(msda_gate, "--msda-gate")
+    check_margin(msda_gate, "msda_gate")
     net = _model(model, variant, num_classes, dev)
     from ..segmenter import with_msda
 

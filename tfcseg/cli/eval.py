@@ -9,10 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import TfcsegError
+from ..errors import TfcsegError, check_margin
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
-from . import HYSTERESIS_HELP, MSDA_GATE_HELP, check_margin, describe_hysteresis, describe_msda, MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, warnings_as_lines, write_json
+from . import (HYSTERESIS_HELP, MSDA_GATE_HELP, MSDA_HELP, app, describe_hysteresis, describe_msda, err_console,
+               parse_msda, parse_threads, results_console, warnings_as_lines, write_json)
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes)
 
@@ -123,8 +124,8 @@ def eval_command(
     schedule = dict(keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
                     max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
     msda_choice = parse_msda(msda)
-    check_margin(msda_gate, "--msda-gate")
-    check_margin(hysteresis, "--hysteresis")
+    check_margin(msda_gate, "msda_gate")
+    check_margin(hysteresis, "hysteresis")
     if predictions is None:
         keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before the model loads
     if json_file is not None and str(json_file) != "-":
@@ -140,8 +141,8 @@ def eval_command(
             result = evaluate_model(net, data_root, split=split, mode=mode, keyframe_interval=keyframe_interval,
                                     short_side=short_side, save_predictions=save_predictions,
                                     progress=not quiet, precision=precision, overwrite=overwrite,
-                                    backend=backend, threads=parse_threads(threads), msda=msda_choice, msda_gate=msda_gate, hysteresis=hysteresis,
-                                    **schedule)
+                                    backend=backend, threads=parse_threads(threads), msda=msda_choice,
+                                    msda_gate=msda_gate, hysteresis=hysteresis, **schedule)
             result["model"] = str(model) if model is not None else "default"
     _print_result(result, per_class, results_console(json_file))
     if json_file is not None:

@@ -11,12 +11,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import TfcsegError, as_flags
+from ..errors import TfcsegError, as_flags, check_margin
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
 from ..io.video import ensure_writable_folder, expand_sources
 from ..segment import segment_video, segment_videos
-from . import HYSTERESIS_HELP, MSDA_GATE_HELP, check_margin, describe_hysteresis, describe_msda, MSDA_HELP, app, err_console, parse_msda, parse_threads, results_console, write_json
+from . import (HYSTERESIS_HELP, MSDA_GATE_HELP, MSDA_HELP, app, describe_hysteresis, describe_msda, err_console,
+               parse_msda, parse_threads, results_console, write_json)
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes, keyframe_list)
 
@@ -113,8 +114,8 @@ def segment(
                    realtime=realtime, keyframe_similarity=keyframe_similarity,
                    keyframe_changed_share=keyframe_changed_share,
                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval,
-                   backend=backend, threads=parse_threads(threads), msda=parse_msda(msda), msda_gate=check_margin(msda_gate, "--msda-gate"),
-                   hysteresis=check_margin(hysteresis, "--hysteresis"))
+                   backend=backend, threads=parse_threads(threads), msda=parse_msda(msda),
+                   msda_gate=check_margin(msda_gate, "msda_gate"), hysteresis=check_margin(hysteresis, "hysteresis"))
     out_console = results_console(json_file)  # stderr when the JSON goes to stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

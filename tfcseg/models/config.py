@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, is_margin
 
 # The published Mix Transformer configurations (SegFormer, Xie et al. 2021).
 # Common to all: patch sizes 7,3,3,3; strides 4,2,2,2; heads 1,2,5,8; sr 8,4,2,1; mlp ratio 4.
@@ -72,7 +72,7 @@ class TFCOptions:
             raise ValueError(f"fixed_weight must be in 0..1, not {self.fixed_weight}")
         if not math.isfinite(self.msda_threshold):  # w < threshold: any finite value is usable
             raise ValueError(f"msda_threshold must be a finite number, not {self.msda_threshold}")
-        if isinstance(self.msda_gate, bool) or not (math.isfinite(self.msda_gate) and self.msda_gate >= 0.0):
+        if not is_margin(self.msda_gate):
             raise ValueError(f"msda_gate must be a finite number >= 0 (a logit margin), not {self.msda_gate}")
         if self.msda_heads < 1 or self.msda_points < 1:
             raise ValueError("msda_heads and msda_points must be >= 1")
@@ -127,9 +127,7 @@ class ModelConfig:
         if isinstance(self.tfc, dict):
             self.tfc = TFCOptions(**self.tfc)
         self.tfc.validate()
-        if isinstance(self.label_hysteresis, bool) or not (
-                isinstance(self.label_hysteresis, (int, float)) and math.isfinite(self.label_hysteresis)
-                and self.label_hysteresis >= 0):
+        if not is_margin(self.label_hysteresis):
             raise ValueError(f"label_hysteresis must be a logit margin >= 0, not {self.label_hysteresis}")
         self._validate_architecture()
         if not self.class_names:
