@@ -1,17 +1,19 @@
 """Choose sparse MSDA's similarity threshold on a validation video, by evidence.
 
-For a trained model, evaluates TFC at keyframe interval K with MSDA off and with MSDA on at
-each threshold and gate (`TFCOptions.msda_gate`: the logit margin a label change by MSDA
-needs to stand), and reports mIoU, wIoU, mVC8, mVC16, flicker and the share of points MSDA
-updated. The recommendation is the setting of highest mIoU among those that update at most
---max-share of the points and are at least as good as MSDA off in mIoU and mVC8 (the issue's
-rule for shipping MSDA on); none qualifies -> MSDA off.
+For a trained model, evaluates TFC at keyframe interval K, for each interpolation power p
+(`TFCOptions.interpolation_power`: the soft weight is clamp(w, 0, 1)^p), with MSDA off and
+with MSDA on at each threshold and gate (`TFCOptions.msda_gate`: the logit margin a label
+change by MSDA needs to stand), and reports mIoU, wIoU, mVC8, mVC16, flicker and the share
+of points MSDA updated. The recommendation is the setting of highest mIoU among those that
+update at most --max-share of the points, are at least as good as MSDA off at the same p in
+mIoU and mVC8 (the issue's rule for shipping MSDA on) and reach --min-mvc8 (a stability
+floor, 0 by default). None qualifies -> MSDA off, at the p of highest mIoU above the floor.
 
     python scripts/calibrate_msda.py --model weights --data-root ../shared/data/camvid \
         --thresholds 0.5,0.6,0.7,0.8 --gates 0,1,2,3 --json msda_calibration.json
 
 With --write, the choice is written into the model folder's config.json ("msda",
-"msda_threshold" and "msda_gate" of "tfc"), atomically.
+"msda_threshold", "msda_gate" and "interpolation_power" of "tfc"), atomically.
 """
 
 from __future__ import annotations
@@ -31,6 +33,22 @@ from tfcseg.models.config import CONFIG_NAME
 KEYS = ("miou", "wiou", "mvc8", "mvc16", "flicker", "msda_share", "fps")
 
 
+def choose(rows: list[dict], max_share: float, min_mvc8: float = 0.0) -> dict | None:
+    """The "tfc" settings the rows support (see the module docstring), or None where no row
+    reaches min_mvc8. Rows: {"power", "msda" ("off" or a threshold), "gate", "miou", "mvc8",
+    "msda_share"}, with an "off" row for every power."""
+    offs = {r["power"]: r for r in rows if r["msda"] == "off"}
+    stable = [r for r in rows if r["mvc8"] >= min_mvc8]
+    ok = [r for r in stable if r["msda"] != "off" and (r["msda_share"] or 0) <= max_share
+          and r["miou"] >= offs[r["power"]]["miou"] and r["mvc8"] >= offs[r["power"]]["mvc8"]]
+    if ok:
+        best = max(ok, key=lambda r: (r["miou"], -r["msda_share"]))
+        return {"msda": True, "msda_threshold": float(best["msda"]), "msda_gate": best["gate"],
+                "interpolation_power": best["power"]}
+    off = max((r for r in stable if r["msda"] == "off"), key=lambda r: r["miou"], default=None)
+    return None if off is None else {"msda": False, "interpolation_power": off["power"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
@@ -39,47 +57,50 @@ def main() -> None:
     ap.add_argument("-k", "--keyframe-interval", type=int, default=4)
     ap.add_argument("--thresholds", default="0.3,0.4,0.5,0.6,0.7,0.8")
     ap.add_argument("--gates", default="0", help="comma-separated msda_gate values (0: no gate)")
+    ap.add_argument("--powers", default=None, help="comma-separated interpolation powers (default: the config's)")
     ap.add_argument("--max-share", type=float, default=0.25)
+    ap.add_argument("--min-mvc8", type=float, default=0.0, help="mVC8 floor (a fraction: 0.949)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--write", action="store_true", help="write the choice into the model's config.json")
     args = ap.parse_args()
 
     model = load_model(args.model)
     base = model.config.tfc
+    powers = [float(p) for p in args.powers.split(",")] if args.powers else [base.interpolation_power]
     rows = []
-    settings = [("off", None, dataclasses.replace(base, msda=False))]
-    settings += [(t, float(g), dataclasses.replace(base, msda=True, msda_threshold=float(t), msda_gate=float(g)))
-                 for t in args.thresholds.split(",") for g in args.gates.split(",")]
-    for name, gate, options in settings:
+    settings = []
+    for p in powers:
+        settings += [(p, "off", None, dataclasses.replace(base, msda=False, interpolation_power=p))]
+        settings += [(p, t, float(g), dataclasses.replace(base, msda=True, msda_threshold=float(t),
+                                                          msda_gate=float(g), interpolation_power=p))
+                     for t in args.thresholds.split(",") for g in args.gates.split(",")]
+    for power, name, gate, options in settings:
         model.config.tfc = options  # what VideoSegmenter and TemporalFusion read
         with torch.inference_mode():
             m = evaluate_model(model, args.data_root, split=args.split, mode="tfc",
                                keyframe_interval=args.keyframe_interval, progress=False)
-        row = {"msda": name, "gate": gate, **{k: m.get(k) for k in KEYS}}
+        row = {"power": power, "msda": name, "gate": gate, **{k: m.get(k) for k in KEYS}}
         rows.append(row)
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     model.config.tfc = base
 
-    off = rows[0]
-    ok = [r for r in rows[1:] if (r["msda_share"] or 0) <= args.max_share
-          and r["miou"] >= off["miou"] and r["mvc8"] >= off["mvc8"]]
-    choice = max(ok, key=lambda r: (r["miou"], -r["msda_share"])) if ok else None
-    print("choice:", f"MSDA on at threshold {choice['msda']}, gate {choice['gate']:g}" if choice
-          else "MSDA off (no setting qualifies)")
+    picked = choose(rows, args.max_share, args.min_mvc8)
+    if picked is None:
+        print(f"no setting reaches mVC8 {args.min_mvc8}: nothing chosen")
+    elif picked["msda"]:
+        print(f"choice: p {picked['interpolation_power']:g}, MSDA on at threshold {picked['msda_threshold']:g}, "
+              f"gate {picked['msda_gate']:g}")
+    else:
+        print(f"choice: p {picked['interpolation_power']:g}, MSDA off (no MSDA setting qualifies)")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"keyframe_interval": args.keyframe_interval,
-                                                 "max_share": args.max_share, "rows": rows,
-                                                 "choice": choice and {"msda_threshold": float(choice["msda"]),
-                                                                       "msda_gate": choice["gate"]}},
-                                                indent=2) + "\n")
-    if args.write:
+                                                 "max_share": args.max_share, "min_mvc8": args.min_mvc8,
+                                                 "rows": rows, "choice": picked}, indent=2) + "\n")
+    if args.write and picked is not None:
         folder = resolve_model_source(args.model)
         path = folder / CONFIG_NAME
         data = json.loads(path.read_text())
-        data["tfc"]["msda"] = choice is not None
-        if choice is not None:
-            data["tfc"]["msda_threshold"] = float(choice["msda"])
-            data["tfc"]["msda_gate"] = choice["gate"]
+        data["tfc"].update(picked)
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
         print(f"wrote {path}")
 

@@ -294,6 +294,7 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
         "precision": settings.precision, "keyframe_interval": settings.keyframe_interval,
         "frames": len(frames), "tfc_trained": cfg.tfc_trained,
         "msda_threshold": cfg.tfc.msda_threshold if cfg.tfc.msda else None, "msda_gate": cfg.tfc.msda_gate,
+        "interpolation": cfg.tfc.interpolation, "interpolation_power": cfg.tfc.interpolation_power,
         "label_hysteresis": 0.0,  # the clip runs' (see _clip_runner)
         "clip": settings.video or "synthetic",
         "params": {"total": _params(model), "encoder": _params(model.encoder),

@@ -26,7 +26,8 @@ None), short_side, keyframes, keyframe_share (share of frames run as keyframes),
 keyframes_on_change (auto: keyframes chosen by the similarity), mean_keyframe_interval (mean
 gap between consecutive keyframes within a video), msda_share (mean share of points sparse
 MSDA updated on non-keyframes), msda_threshold and msda_gate (None where MSDA did not run),
-label_hysteresis (the margin used; 0: off).
+interpolation_power (p of the soft weight; None without one), label_hysteresis (the margin
+used; 0: off).
 """
 
 from __future__ import annotations
@@ -287,6 +288,7 @@ def evaluate_model(
         "msda_share": float(np.mean(msda_shares)) if msda_shares else 0.0,
         "msda_threshold": segmenter.msda_threshold,
         "msda_gate": segmenter.msda_gate,
+        "interpolation_power": segmenter.interpolation_power,
         "label_hysteresis": segmenter.hysteresis.margin,
     })
     return out

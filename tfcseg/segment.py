@@ -479,6 +479,7 @@ def segment_video(
         "keyframe_policy": segmenter.policy.as_dict() if segmenter.policy is not None else None,
         "msda_threshold": segmenter.msda_threshold,
         "msda_gate": segmenter.msda_gate,
+        "interpolation_power": segmenter.interpolation_power,
         "label_hysteresis": segmenter.hysteresis.margin,
         "precision": precision,
         "backend": backend,

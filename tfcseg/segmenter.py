@@ -334,6 +334,14 @@ class VideoSegmenter:
         MSDA does not run."""
         return None if self.msda_threshold is None else self.options.msda_gate
 
+    @property
+    def interpolation_power(self) -> float | None:
+        """p of the soft interpolation weight clamp(w, 0, 1)^p (`TFCOptions.interpolation_power`),
+        or None where no soft interpolation runs (SegFormer mode, feature reuse, other weights)."""
+        if self.mode != "tfc" or self.options.interpolation != "soft":
+            return None
+        return self.options.interpolation_power
+
     def segment(self, frames: Iterable[np.ndarray], *,
                 return_logits: bool = False) -> Iterator[FrameResult]:
         """One `FrameResult` per frame, as the frames come (the session continues across

@@ -109,6 +109,23 @@ def test_streaming_parity_with_pytorch(exports, msda, mode):
         assert not any(shares)
 
 
+def test_interpolation_power_is_a_run_time_option_of_the_graph(exports):
+    """A sharpened soft weight (`interpolation_power`) gives the PyTorch labels on ONNX Runtime
+    and changes them; an export from before the option refuses it in one line."""
+    model, folder = exports[True]
+    frames = _clip(5, 48, 80)
+    sharp = TFCOptions(msda=True, msda_threshold=THRESHOLD, interpolation_power=6.0)
+    torch_run = list(VideoSegmenter(model, keyframe_interval=5, options=sharp).segment(frames))
+    ort = OnnxRuntimeModel(folder)
+    ort_run = list(VideoSegmenter(ort, keyframe_interval=5, options=sharp).segment(frames))
+    assert np.mean([np.mean(a.labels == b.labels) for a, b in zip(torch_run, ort_run)]) >= 0.999
+    paper = list(VideoSegmenter(ort, keyframe_interval=5).segment(frames))
+    assert any(np.any(a.labels != b.labels) for a, b in zip(ort_run, paper))
+    ort._non_inputs = {n for n in ort._non_inputs if n != "interpolation_power"}  # as an older export
+    with pytest.raises(TfcsegError, match="predates interpolation_power"):
+        list(VideoSegmenter(ort, keyframe_interval=5, options=sharp).segment(frames))
+
+
 def test_segment_command_masks_match_across_backends(exports, tmp_path, capsys):
     """`tfcseg segment --backend onnxruntime --model DIR --masks A` against the PyTorch backend
     on the same folder into B, for MSDA on and off."""

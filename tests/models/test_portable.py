@@ -36,7 +36,7 @@ def _run(model, msda, key, moved, options):
     state = kf(key)
     inputs = (torch.tensor(options.msda_threshold), torch.tensor(int(options.msda)),
               torch.tensor(INTERPOLATION_CODES[options.interpolation]), torch.tensor(options.fixed_weight),
-              torch.tensor(options.msda_gate))
+              torch.tensor(options.msda_gate), torch.tensor(options.interpolation_power))
     return state, nk(moved, *state[:3], *inputs, *state[3:])
 
 
@@ -64,8 +64,8 @@ def test_keyframe_state_equals_the_pytorch_path(size):
 
 @pytest.mark.parametrize("tfc", [
     dict(), dict(msda=False), dict(interpolation="hard"), dict(interpolation="fixed", similarity_level=1),
-    dict(interpolation="none", msda=False), dict(msda_levels=2),
-], ids=["soft-msda", "soft", "hard-msda", "fixed-level1", "reuse", "msda-2-levels"])
+    dict(interpolation="none", msda=False), dict(msda_levels=2), dict(interpolation_power=4.0),
+], ids=["soft-msda", "soft", "hard-msda", "fixed-level1", "reuse", "msda-2-levels", "soft-power-4"])
 @torch.no_grad()
 def test_non_keyframe_equals_the_pytorch_path(tfc):
     model = _model(**tfc)

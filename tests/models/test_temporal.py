@@ -141,6 +141,31 @@ def test_msda_threshold_sets_the_share():
     assert shares[2] == 1.0  # every point of a changed frame is below 1
 
 
+@torch.no_grad()
+def test_interpolation_power_sharpens_the_soft_weight():
+    """ŵ = clamp(w, 0, 1)^p by hand; on a frame, p = 1 is the paper's weight and a larger p
+    moves every point's logits away from the keyframe's by exactly that weight."""
+    from tfcseg.models.temporal import interpolation_weight
+
+    w = torch.tensor([-0.2, 0.0, 0.5, 0.9, 1.0])
+    assert torch.equal(interpolation_weight(w, TFCOptions()), w.clamp(0, 1))
+    assert torch.allclose(interpolation_weight(w, TFCOptions(interpolation_power=4.0)),
+                          torch.tensor([0.0, 0.0, 0.0625, 0.6561, 1.0]))
+    assert torch.equal(interpolation_weight(w, TFCOptions(interpolation="hard", interpolation_power=4.0,
+                                                          msda_threshold=0.6)),
+                       torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0]))  # only the soft weight has a power
+    model = _model(msda=False)
+    key, moved = _frames()
+    key_logits, state = model.keyframe(key)
+    plain, info = model.non_keyframe(moved, state, _opts(model, interpolation="none"))
+    for p in (1.0, 3.0):
+        out, _ = model.non_keyframe(moved, state, _opts(model, interpolation_power=p))
+        weight = info.similarity.clamp(0, 1).pow(p)[:, None]
+        assert torch.allclose(out, plain + weight * (key_logits - plain), atol=1e-5)
+    with pytest.raises(ValueError, match="interpolation_power"):
+        _opts(model, interpolation_power=-1.0).validate()
+
+
 def test_gate_msda_by_hand():
     from tfcseg.models.temporal import gate_msda
 

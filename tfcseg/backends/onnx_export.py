@@ -2,7 +2,7 @@
 
     keyframe.onnx      pixels -> logits, base, unit[, value3[, value4]]        (the state)
     non_keyframe.onnx  pixels, key_logits, key_base, key_unit, msda_threshold, msda,
-                       interpolation, fixed_weight, msda_gate[, key_value3[, key_value4]]
+                       interpolation, fixed_weight, msda_gate, interpolation_power[, key_value3[, key_value4]]
                        -> logits, similarity, msda_share
     config.json        the model's config, with an "onnx" entry describing the graphs
     model.safetensors  the weights, so that the PyTorch backend loads the same folder
@@ -116,7 +116,7 @@ def export_onnx(model: TFCSegFormer, out: str | Path, *, msda: bool | None = Non
             warnings.simplefilter("ignore")  # the exporter's notes on traced shapes and deprecation
             key_out = keyframe(key_pixels)
             options = (torch.tensor(1.5), torch.tensor(1), torch.tensor(1), torch.tensor(0.1),  # every point selected,
-                       torch.tensor(0.5))  # msda_gate
+                       torch.tensor(0.5), torch.tensor(2.0))  # msda_gate, interpolation_power
             torch.onnx.export(keyframe, (key_pixels,), str(tmp / KEYFRAME_FILE), dynamo=False,
                               opset_version=OPSET, input_names=["pixels"], output_names=list(state),
                               dynamic_axes={k: v for k, v in axes.items() if k in ("pixels", *state)})

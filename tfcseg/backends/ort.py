@@ -5,7 +5,7 @@
 `non_keyframe(pixels, state, options)` -> (logits, NonKeyframeInfo), with torch tensors in
 and out (on the CPU) and the same layouts (logits [1, K, h4, w4], a channels-last view). The
 keyframe state is the keyframe graph's outputs, kept as NumPy arrays and fed back by name.
-Run-time options (threshold, MSDA on/off, interpolation, fixed weight, MSDA gate) are graph inputs, so
+Run-time options (threshold, MSDA on/off, interpolation, fixed weight, MSDA gate, interpolation power) are graph inputs, so
 every mode runs on one export; the similarity level and whether MSDA is in the graph are
 fixed at export.
 """
@@ -161,6 +161,11 @@ class OnnxRuntimeModel:
             raise TfcsegError(f"{self.folder}: this ONNX export computes the similarity on level "
                               f"{self.similarity_level}, not {options.similarity_level}; export the "
                               "model again with that similarity_level in its config")
+        if (options.interpolation == "soft" and options.interpolation_power != 1
+                and "interpolation_power" not in self._non_inputs):
+            raise TfcsegError(f"{self.folder}: this ONNX export predates interpolation_power and "
+                              f"cannot sharpen the interpolation (asked: {options.interpolation_power}); "
+                              "export the model again")
         if not options.msda:
             return False
         if not self.config.tfc_trained:
@@ -192,6 +197,7 @@ class OnnxRuntimeModel:
             interpolation=np.array(self.interpolation_codes[options.interpolation], np.int64),
             fixed_weight=np.array(options.fixed_weight, np.float32),
             msda_gate=np.array(options.msda_gate, np.float32),
+            interpolation_power=np.array(options.interpolation_power, np.float32),
         )
         # (an input the graph does not use is not in it: e.g. msda_threshold without MSDA
         # and a soft interpolation)

@@ -19,9 +19,9 @@ Layouts (batch 1; h4, w4 = the 1/4 map; h_l, w_l = level l's map):
     similarity  [1, h4, w4];  msda_share  [] (share of points sparse MSDA updated)
 
 The run-time options are inputs of the non-keyframe pass, so one export serves every mode:
-`msda_threshold` (float), `msda` (int64 0/1), `interpolation` (int64, INTERPOLATION_CODES)
-`fixed_weight` (float) and `msda_gate` (float). The similarity level and whether MSDA is in the graph at all are
-fixed when the modules are built. Sparse MSDA is written with standard ops: the selected
+`msda_threshold` (float), `msda` (int64 0/1), `interpolation` (int64, INTERPOLATION_CODES),
+`fixed_weight`, `msda_gate` and `interpolation_power` (floats). The similarity level and
+whether MSDA is in the graph at all are fixed when the modules are built. Sparse MSDA is written with standard ops: the selected
 points are found with nonzero, gathered, sampled with grid_sample (bilinear, zero padding,
 align_corners=False: Deformable DETR's sampling) and scattered back.
 """
@@ -40,7 +40,7 @@ INTERPOLATION_CODES = {"none": 0, "soft": 1, "hard": 2, "fixed": 3}
 assert set(INTERPOLATION_CODES) == set(INTERPOLATIONS)
 # what a keyframe leaves for its non-keyframes (the first names; value3/value4 with MSDA)
 STATE_NAMES = ("logits", "base", "unit")
-OPTION_NAMES = ("msda_threshold", "msda", "interpolation", "fixed_weight", "msda_gate")
+OPTION_NAMES = ("msda_threshold", "msda", "interpolation", "fixed_weight", "msda_gate", "interpolation_power")
 
 
 def _nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -129,19 +129,19 @@ class PortableKeyframe(_Portable):
 
 class PortableNonKeyframe(_Portable):
     """(pixels, logits, base, unit, msda_threshold, msda, interpolation, fixed_weight,
-    msda_gate[, value3[, value4]]) -> (logits, similarity, msda_share): see the module
+    msda_gate, interpolation_power[, value3[, value4]]) -> (logits, similarity, msda_share): see the module
     docstring."""
 
     def forward(self, pixels: torch.Tensor, key_logits: torch.Tensor, key_base: torch.Tensor,
                 key_unit: torch.Tensor, msda_threshold: torch.Tensor, msda: torch.Tensor,
                 interpolation: torch.Tensor, fixed_weight: torch.Tensor, msda_gate: torch.Tensor,
-                *key_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                interpolation_power: torch.Tensor, *key_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x1, x2 = self.encoder(pixels, stages=2)
         size = x1.shape[-2:]
         diff = self.unit(x1, x2, size) - key_unit
         similarity = 1.0 - 0.5 * (diff * diff).sum(-1)  # [1, h4, w4]
         z = self.features(key_base, x1, x2, size)
-        soft = similarity.clamp(0.0, 1.0)
+        soft = similarity.clamp(0.0, 1.0).pow(interpolation_power.to(similarity.dtype))
         hard = (similarity >= msda_threshold).to(similarity.dtype)
         weight = torch.where(interpolation == 1, soft, torch.where(
             interpolation == 2, hard, torch.where(

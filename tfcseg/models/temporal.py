@@ -11,7 +11,8 @@ Non-keyframe t, in this order:
   3. decoder -> z_t (the level-3/4 terms come from the keyframe unchanged);
   4. sparse MSDA: the points with w < threshold get a residual update
      z_t[q] += MSDA(query = z_t[q], values = pyramid of x_t);
-  5. interpolation z'_t = ŵ z_k + (1 - ŵ) z_t (ŵ = clamp(w, 0, 1) for `soft`);
+  5. interpolation z'_t = ŵ z_k + (1 - ŵ) z_t (ŵ = clamp(w, 0, 1) for `soft`, or its
+     power `interpolation_power`, tfcseg's addition);
   6. classifier; with `msda_gate` > 0 (inference only, tfcseg's addition), a point whose
      label step 4 changed keeps the change only if its top class leads by >= the gate.
 
@@ -80,7 +81,8 @@ def similarity_from_units(unit_k: torch.Tensor, unit_t: torch.Tensor) -> torch.T
 def interpolation_weight(similarity: torch.Tensor, options: TFCOptions) -> torch.Tensor | None:
     """ŵ [B, h, w] for z' = ŵ z_k + (1 - ŵ) z_t, or None for `none` (z' = z_t)."""
     if options.interpolation == "soft":
-        return similarity.clamp(0.0, 1.0)
+        weight = similarity.clamp(0.0, 1.0)
+        return weight if options.interpolation_power == 1 else weight.pow(options.interpolation_power)
     if options.interpolation == "hard":
         return (similarity >= options.msda_threshold).to(similarity.dtype)
     if options.interpolation == "fixed":

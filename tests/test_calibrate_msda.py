@@ -1,0 +1,43 @@
+"""scripts/calibrate_msda.py's choice (the rule that decides what weights/config.json ships), on
+hand-made rows."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_msda.py"
+_spec = importlib.util.spec_from_file_location("calibrate_msda", SCRIPT)
+calibrate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(calibrate)
+
+
+def _row(power, msda, gate, miou, mvc8, share=None):
+    return {"power": power, "msda": msda, "gate": gate, "miou": miou, "mvc8": mvc8,
+            "msda_share": share if msda != "off" else None}
+
+
+ROWS = [
+    _row(1.0, "off", None, 0.555, 0.956),
+    _row(1.0, "0.6", 3.0, 0.564, 0.9565, 0.08),   # qualifies at p 1
+    _row(1.0, "0.8", 0.0, 0.577, 0.940, 0.35),    # best mIoU at p 1, but too many points, less stable
+    _row(4.0, "off", None, 0.569, 0.957),
+    _row(4.0, "0.6", 6.0, 0.576, 0.956, 0.08),    # better mIoU, but below p 4's off in mVC8
+    _row(4.0, "0.7", 6.0, 0.572, 0.958, 0.15),    # qualifies at p 4: the choice
+]
+
+
+def test_the_best_qualifying_setting_over_powers():
+    assert calibrate.choose(ROWS, 0.25) == {"msda": True, "msda_threshold": 0.7, "msda_gate": 6.0,
+                                            "interpolation_power": 4.0}
+
+
+def test_a_share_limit_and_a_stability_floor_narrow_the_choice():
+    assert calibrate.choose(ROWS, 0.10)["interpolation_power"] == 1.0  # p 4's 0.7 updates 15%
+    assert calibrate.choose(ROWS, 0.25, min_mvc8=0.9568)["msda_threshold"] == 0.7
+    assert calibrate.choose(ROWS, 0.25, min_mvc8=0.99) is None
+
+
+def test_msda_off_when_nothing_qualifies_at_the_most_accurate_power():
+    rows = [r for r in ROWS if r["msda"] in ("off", "0.8") or r["gate"] == 6.0 and r["msda"] == "0.6"]
+    assert calibrate.choose(rows, 0.25) == {"msda": False, "interpolation_power": 4.0}
