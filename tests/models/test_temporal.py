@@ -305,6 +305,33 @@ def test_keyframe_from_low_level_equals_keyframe(precision):
 
 
 @torch.no_grad()
+def test_sparse_msda_query_linear_follows_autocast():
+    """Under bf16 autocast the query linear of sparse MSDA (offsets, attention logits) runs in
+    bf16 and the rest in fp32: on the same inputs, the update is close to the fp32 one and not
+    identical to it."""
+    model = _model(msda_threshold=0.9)
+    key, moved = _frames()
+    _, state = model.keyframe(key)
+    calls = []
+    plain = model.temporal.sparse_update
+
+    def spy(*args, query_dtype=None):
+        calls.append((args, query_dtype))
+        return plain(*args, query_dtype=query_dtype)
+
+    model.temporal.sparse_update = spy
+    _, info = model.non_keyframe(moved, state)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.non_keyframe(moved, state)
+    assert [dtype for _, dtype in calls] == [None, torch.bfloat16] and info.msda_share > 0
+    args = calls[0][0]  # the fp32 frame's inputs, both ways
+    fp32, bf16 = plain(*args), plain(*args, query_dtype=torch.bfloat16)
+    assert fp32.dtype == bf16.dtype == torch.float32
+    assert not torch.equal(bf16, fp32)
+    assert float((bf16 - fp32).abs().max()) < 0.05 * float(fp32.abs().max())
+
+
+@torch.no_grad()
 def test_non_keyframe_in_two_steps_equals_one():
     """low_level -> similarity -> non_keyframe_from_low_level (the adaptive path, which decides
     between the last two) is `non_keyframe`, and it does not compute the similarity again."""

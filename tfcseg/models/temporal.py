@@ -216,21 +216,29 @@ class SparseLogitUpdate:
 
     def __call__(self, folded: dict[str, torch.Tensor], z: torch.Tensor, points: torch.Tensor,
                  size: tuple[int, int], maps: list[tuple[torch.Tensor, tuple[int, int]]],
-                 key_maps: list[tuple[torch.Tensor, tuple[int, int]]]) -> torch.Tensor:
+                 key_maps: list[tuple[torch.Tensor, tuple[int, int]]],
+                 query_dtype: torch.dtype | None = None) -> torch.Tensor:
         """Logit updates [q, K] of one frame's selected points.
 
         z [q, D]: their features; points [q]: their indices in the frame's 1/4 map of `size`
         (h4, w4); maps: the frame's levels 1.. as (rows [S_l, C_l + 1] with a ones channel,
         (h_l, w_l)); key_maps: the levels after those, from the keyframe, as (class-space
-        values [1, S_l, M, K] (`class_values`), (h_l, w_l))."""
+        values [1, S_l, M, K] (`class_values`), (h_l, w_l)). query_dtype: the dtype of the
+        query linear (offsets and attention logits; bf16 under bf16 autocast, the largest
+        matmul here), whose result continues in fp32; None: fp32 throughout."""
         msda, dtype, dev = self.msda, folded["w_co"].dtype, z.device
         heads, levels, npts = msda.n_heads, msda.n_levels, msda.n_points
         q, (h, w) = z.shape[0], size
         n_classes = folded["w_co"].shape[0]
-        pred = torch.addmm(folded["b_q"], z.to(dtype), folded["w_q"].t())  # [q, M*L*P*3]
+        if query_dtype is None or query_dtype == dtype:
+            pred = torch.addmm(folded["b_q"], z.to(dtype), folded["w_q"].t())  # [q, M*L*P*3]
+        else:
+            pred = torch.addmm(folded["b_q"].to(query_dtype), z.to(query_dtype),
+                               folded["w_q"].to(query_dtype).t()).to(dtype)
         n_off = heads * levels * npts * 2
         # level-major, so that each level's slice is contiguous: [L, q, M, P, 2] and [L, q, M, P]
-        offsets = pred[:, :n_off].view(q, heads, levels, npts, 2).permute(2, 0, 1, 3, 4)
+        # (made contiguous before the addcmul below, which is then a plain sweep: faster, same values)
+        offsets = pred[:, :n_off].view(q, heads, levels, npts, 2).permute(2, 0, 1, 3, 4).contiguous()
         weights = (pred[:, n_off:].view(q, heads, levels * npts).softmax(-1)
                    .view(q, heads, levels, npts).permute(2, 0, 1, 3).contiguous())
         # sampling locations in [0, 1] as (x, y): the points' pixel centres plus the offsets in
@@ -347,10 +355,11 @@ class TemporalFusion(nn.Module):
 
     def sparse_update(self, decoder: AllMLPDecoder, head, x1_rows: torch.Tensor, up2_rows: torch.Tensor,
                       points: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor,
-                      state: KeyframeState) -> torch.Tensor:
+                      state: KeyframeState, query_dtype: torch.dtype | None = None) -> torch.Tensor:
         """Sparse MSDA's logit updates [q, K] of the selected rows `points` [q] (indices into
         the batch's B*h4*w4 rows, ascending): step 4 at inference (`SparseLogitUpdate`), from
-        the folded `head` and the frame's per-point rows (`level_rows`), outside autocast. The
+        the folded `head` and the frame's per-point rows (`level_rows`), outside autocast but
+        for the query linear in `query_dtype` (the caller's autocast dtype, or None). The
         keyframe's class-space values are cached in its state."""
         z = head.features_rows(state.base[points], x1_rows[points], up2_rows[points])  # [q, D]
         update, folded = self._update_maps(decoder)
@@ -370,7 +379,8 @@ class TemporalFusion(nn.Module):
                 continue
             maps = [(update.with_ones(x[b:b + 1], dtype)[0], tuple(x.shape[-2:])) for x in own]
             key_maps = [(v[b:b + 1], tuple(x.shape[-2:])) for v, (_, x) in zip(key_values, key_levels)]
-            out[lo:hi] = update(folded, z[lo:hi], points[lo:hi] - b * h4 * w4, (h4, w4), maps, key_maps)
+            out[lo:hi] = update(folded, z[lo:hi], points[lo:hi] - b * h4 * w4, (h4, w4), maps, key_maps,
+                                query_dtype)
         return out
 
     def similarity(self, decoder: AllMLPDecoder, x1: torch.Tensor, x2: torch.Tensor,
@@ -400,6 +410,8 @@ class TemporalFusion(nn.Module):
                              f"of the 1/4 map {(b, *size)}")
         msda = self.msda_enabled(options)
         head = decoder.folded(state.base.dtype)
+        device = x1.device.type
+        query_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         with no_autocast(x1):
             x1_rows, up2_rows = level_rows(x1, x2, state.base.dtype)  # [B*h4*w4, C_1 / C_2]
             rows = head.logits_rows(state.base, x1_rows, up2_rows)  # [B*h4*w4, K], no MSDA yet
@@ -408,7 +420,8 @@ class TemporalFusion(nn.Module):
             gated = None
             if count:  # step 4 on the selected rows only, as a logit update (SparseLogitUpdate)
                 points = select.reshape(-1).nonzero().squeeze(1)  # [q] row indices, batch-major
-                delta = self.sparse_update(decoder, head, x1_rows, up2_rows, points, x1, x2, state)  # [q, K]
+                delta = self.sparse_update(decoder, head, x1_rows, up2_rows, points, x1, x2, state,
+                                           query_dtype=query_dtype)  # [q, K]
                 if options.msda_gate > 0:
                     gated = (points, rows[points])  # the selected rows without MSDA, [q, K]
                 rows.index_add_(0, points, delta.to(rows.dtype))
