@@ -373,6 +373,7 @@ def test_export_writes_a_publishable_folder(tmp_path, capsys):
     assert "custom MiT (MiT hidden sizes 8-16-24-32" in card and "- 2: sky" in card
     assert "MSDA off" in card  # tfc_trained is False in the tiny config
     assert "| label hysteresis | off |" in card
+    assert "| non-keyframe settings | similarity at level 2; interpolation weight clamp(w, 0, 1) |" in card
     # an existing folder is not replaced without --overwrite
     assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "pub")]) == 2
     assert "--overwrite" in capsys.readouterr().err

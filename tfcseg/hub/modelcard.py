@@ -76,6 +76,17 @@ def _variant_line(config: ModelConfig) -> str:
     return f"{name} ({arch})"
 
 
+def _tfc_settings(config: ModelConfig) -> str:
+    """The shipped `tfc` options a user would otherwise read from config.json."""
+    t = config.tfc
+    weight = {"soft": "clamp(w, 0, 1)" + (f"^{t.interpolation_power:g}" if t.interpolation_power != 1 else ""),
+              "hard": f"1[w >= {t.msda_threshold:g}]", "fixed": f"{t.fixed_weight:g}", "none": "none"}
+    text = f"similarity at level {t.similarity_level}; interpolation weight {weight[t.interpolation]}"
+    if config.tfc_trained and t.msda:
+        text += f"; sparse MSDA below {t.msda_threshold:g}" + (f", gate {t.msda_gate:g}" if t.msda_gate else "")
+    return text
+
+
 def _title(config: ModelConfig, dataset: str | None) -> str:
     name = f"SegFormer-{config.variant.upper()}" if config.variant in VARIANTS else "custom MiT"
     return f"tfcseg: TFC on {name}" + (f", {dataset}" if dataset else "")
@@ -113,6 +124,7 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, load_as: str,
             ("parameters", f"{num_parameters / 1e6:.2f} M"),
             ("classes", str(config.num_classes)),
             ("TFC modules", tfc),
+            ("non-keyframe settings", _tfc_settings(config)),
             ("inference size", f"short side {config.inference_short_side} (aspect kept)"),
             ("label hysteresis", f"{config.label_hysteresis:g} (a new label needs that lead in logits)"
              if config.label_hysteresis else "off"),
