@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Recalibrate the shipped model's inference settings and regenerate every figure the README
 # and the model card quote, from the weights in weights/. Run on an otherwise idle machine
-# (timings are part of the output); about 12 minutes on the 2-core AMD EPYC used here.
+# (timings are part of the output); about 35 minutes on the 2-core AMD EPYC used here.
 #
 #   bash scripts/regenerate_evidence.sh ../shared/data/camvid [OUT]
 #
 # OUT (default runs/evidence) receives the logs and the demo videos; the evidence files are
 # written in place: weights/evidence/*, examples/keyframe_tradeoff/*, examples/benchmarks/b0_*.json,
-# examples/overlay.png, and weights/config.json's label_hysteresis, msda_threshold and msda_gate.
+# examples/overlay.png, and weights/config.json's label_hysteresis, interpolation_power, msda, msda_threshold and msda_gate.
 set -euo pipefail
 DATA=${1:?usage: regenerate_evidence.sh DATA_ROOT [OUT]}
 OUT=${2:-runs/evidence}
@@ -18,10 +18,11 @@ lscpu | grep -E "Model name|^CPU\(s\)" | tee "$OUT/cpu.txt"
 # 1. label hysteresis: the largest margin that costs per-frame SegFormer at most 0.1 mIoU
 python scripts/calibrate_hysteresis.py --data-root "$DATA" --margins 0,0.25,0.5,0.75,1 \
     --json $EV/hysteresis_calibration.json --write | tee "$OUT/hysteresis.log"
-# 2. sparse MSDA (under that hysteresis): threshold and gate, on >= off in mIoU and mVC8
-python scripts/calibrate_msda.py --data-root "$DATA" -k 4 --thresholds 0.5,0.6,0.7,0.8 --gates 0,1,2,3 \
-    --json $EV/msda_calibration_k4.json --write | tee "$OUT/msda_k4.log"
-python scripts/calibrate_msda.py --data-root "$DATA" -k 8 --thresholds 0.5,0.6,0.7,0.8 --gates 0,1,2,3 \
+# 2. interpolation power and sparse MSDA (under that hysteresis): threshold and gate, MSDA on >=
+#    off in mIoU and mVC8 at the same power, mVC8 at least per-frame SegFormer's + 3 points
+python scripts/calibrate_msda.py --data-root "$DATA" -k 4 --powers 1,4,8 --thresholds 0.6,0.7,0.8 \
+    --gates 0,3,6,10 --over-segformer 0.03 --json $EV/msda_calibration_k4.json --write | tee "$OUT/msda_k4.log"
+python scripts/calibrate_msda.py --data-root "$DATA" -k 8 --thresholds 0.6,0.7,0.8 --gates 0,3,6,10 \
     --json $EV/msda_calibration_k8.json | tee "$OUT/msda_k8.log"
 # 3. the results table (README and model card)
 python scripts/camvid_table.py --data-root "$DATA" --json $EV/camvid_table.json | tee $EV/camvid_table.md
