@@ -33,9 +33,18 @@ def test_the_best_qualifying_setting_over_powers():
 
 
 def test_a_share_limit_and_a_stability_floor_narrow_the_choice():
-    assert calibrate.choose(ROWS, 0.10)["interpolation_power"] == 1.0  # p 4's 0.7 updates 15%
+    # p 4's 0.7 updates 15%: MSDA off at p 4 beats p 1's qualifying setting in both metrics
+    assert calibrate.choose(ROWS, 0.10) == {"msda": False, "interpolation_power": 4.0}
     assert calibrate.choose(ROWS, 0.25, min_mvc8=0.9568)["msda_threshold"] == 0.7
     assert calibrate.choose(ROWS, 0.25, min_mvc8=0.99) is None
+
+
+def test_msda_on_at_a_lower_power_when_it_is_the_most_accurate():
+    rows = [_row(1.0, "off", None, 0.55, 0.95), _row(1.0, "0.6", 3.0, 0.58, 0.96, 0.1),
+            _row(4.0, "off", None, 0.57, 0.95)]
+    assert calibrate.choose(rows, 0.25)["interpolation_power"] == 1.0
+    tie = [_row(4.0, "off", None, 0.57, 0.95), _row(4.0, "0.6", 3.0, 0.57, 0.96, 0.1)]
+    assert calibrate.choose(tie, 0.25)["msda"] is True  # as good in mIoU, steadier: the rule ships it
 
 
 def test_msda_off_when_nothing_qualifies_at_the_most_accurate_power():

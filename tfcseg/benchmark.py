@@ -276,6 +276,7 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
     (an `OnnxRuntimeModel` of the same weights), else `model` exported once into the cache."""
     from .models.folded import level_rows
     from .models.layout import no_autocast
+    from .models.temporal import sparse_query_dtype
     from .runtime import PRECISIONS
     from .segmenter import preprocess
 
@@ -294,7 +295,8 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
         "precision": settings.precision, "keyframe_interval": settings.keyframe_interval,
         "frames": len(frames), "tfc_trained": cfg.tfc_trained,
         "msda_threshold": cfg.tfc.msda_threshold if cfg.tfc.msda else None, "msda_gate": cfg.tfc.msda_gate,
-        "interpolation": cfg.tfc.interpolation, "interpolation_power": cfg.tfc.interpolation_power,
+        "interpolation": cfg.tfc.interpolation,
+        "interpolation_power": cfg.tfc.interpolation_power if cfg.tfc.interpolation == "soft" else None,
         "label_hysteresis": 0.0,  # the clip runs' (see _clip_runner)
         "clip": settings.video or "synthetic",
         "params": {"total": _params(model), "encoder": _params(model.encoder),
@@ -423,6 +425,8 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
                 x1_rows, up2_rows = level_rows(x1, x2, state.base.dtype)
             gen = torch.Generator().manual_seed(settings.seed)
             stages34 = lat["encoder_stages_3_4"]["median_ms"]
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                query_dtype = sparse_query_dtype(device.type)  # as a non-keyframe under this precision
             sweep = []
             for share in MSDA_SHARES:
                 select = (torch.rand(x1.shape[0], *x1.shape[-2:], generator=gen) < share).to(device)
@@ -430,7 +434,8 @@ def run_benchmark(model, settings: BenchmarkSettings, progress: Callable[[str], 
 
                 def update() -> torch.Tensor:  # what MSDA adds to a non-keyframe (TemporalFusion.non_keyframe)
                     with no_autocast(x1):
-                        return temporal.sparse_update(model.decoder, head, x1_rows, up2_rows, points, x1, x2, state)
+                        return temporal.sparse_update(model.decoder, head, x1_rows, up2_rows, points, x1, x2, state,
+                                                      query_dtype=query_dtype)
 
                 t = time_fn(update, device, settings.repeats)
                 sweep.append({"share": share, "median_ms": t.median_ms,

@@ -207,7 +207,7 @@ def test_export_to_hf_layout_round_trips(tmp_path):
     ({"tfc": {"fixed_weight": 1.5}}, "fixed_weight"),
     ({"tfc": {"msda_gate": -0.5}}, "msda_gate"),
     ({"tfc": {"msda_gate": True}}, "msda_gate"),
-    ({"tfc": {"interpolation_power": 0}}, "interpolation_power"),
+    ({"tfc": {"interpolation_power": 0.5}}, "interpolation_power"),
     ({"label_hysteresis": True}, "label_hysteresis"),
     ({"label_hysteresis": "0.5"}, "label_hysteresis"),
 ])

@@ -42,8 +42,8 @@ class TFCOptions:
     - interpolation: `soft` ŵ = clamp(w, 0, 1)^interpolation_power; `hard`
       ŵ = 1[w >= msda_threshold]; `fixed` ŵ = fixed_weight everywhere; `none` z'_t = z_t
       (feature reuse only).
-    - interpolation_power: p of the soft weight (1: the paper's ŵ = clamp(w, 0, 1)). p > 1
-      keeps less of the stale keyframe where the similarity is not near 1 (cosines of
+    - interpolation_power: p >= 1 of the soft weight (1: the paper's ŵ = clamp(w, 0, 1)).
+      p > 1 keeps less of the stale keyframe where the similarity is not near 1 (cosines of
       decoded features are high even where content moved). tfcseg's addition.
     - msda: whether sparse MSDA repairs the points with w < msda_threshold
       (msda_threshold = 1.0 selects every point whose similarity is below 1).
@@ -75,8 +75,8 @@ class TFCOptions:
             raise ValueError(f"msda_levels must be 1..4, not {self.msda_levels}")
         if not 0.0 <= self.fixed_weight <= 1.0:
             raise ValueError(f"fixed_weight must be in 0..1, not {self.fixed_weight}")
-        if not (is_margin(self.interpolation_power) and self.interpolation_power > 0):
-            raise ValueError(f"interpolation_power must be a finite number > 0, not {self.interpolation_power}")
+        if not (is_margin(self.interpolation_power) and self.interpolation_power >= 1):
+            raise ValueError(f"interpolation_power must be a finite number >= 1, not {self.interpolation_power}")
         if not math.isfinite(self.msda_threshold):  # w < threshold: any finite value is usable
             raise ValueError(f"msda_threshold must be a finite number, not {self.msda_threshold}")
         if not is_margin(self.msda_gate):

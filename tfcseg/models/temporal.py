@@ -101,6 +101,14 @@ def gate_msda(repaired: torch.Tensor, plain: torch.Tensor, gate: float) -> torch
     return torch.where(undecided[:, None], plain, repaired)
 
 
+def sparse_query_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype of sparse MSDA's query linear at inference: bf16 under bf16 autocast on
+    `device_type` (its largest matmul; the sampling and sums stay fp32), else None (fp32)."""
+    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16:
+        return torch.bfloat16
+    return None
+
+
 def interpolate(z_t: torch.Tensor, z_k: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """z'_t = ŵ z_k + (1 - ŵ) z_t per point (z: [..., D, h, w], ŵ: [..., h, w]).
     torch.lerp is exact at both ends: ŵ = 1 gives z_k and ŵ = 0 gives z_t bit for bit."""
@@ -166,7 +174,7 @@ class SparseLogitUpdate:
     head m's attention-weighted samples of [x^l; 1] at point q. Levels 1-2 sample the frame's
     [x^l; 1] and map after sampling (few points); levels 3-4 sample V_l = [x^l; 1] G_l, the
     keyframe's values mapped to K channels per head once per keyframe. Computed in fp32 (or
-    the model's float64)."""
+    the model's float64), but for the query linear under bf16 autocast (`sparse_query_dtype`)."""
 
     def __init__(self, temporal: "TemporalFusion", decoder: AllMLPDecoder) -> None:
         self.msda, self.decoder = temporal.msda, decoder
@@ -225,7 +233,7 @@ class SparseLogitUpdate:
         (h_l, w_l)); key_maps: the levels after those, from the keyframe, as (class-space
         values [1, S_l, M, K] (`class_values`), (h_l, w_l)). query_dtype: the dtype of the
         query linear (offsets and attention logits; bf16 under bf16 autocast, the largest
-        matmul here), whose result continues in fp32; None: fp32 throughout."""
+        matmul here; `sparse_query_dtype`), whose result continues in fp32; None: fp32 throughout."""
         msda, dtype, dev = self.msda, folded["w_co"].dtype, z.device
         heads, levels, npts = msda.n_heads, msda.n_levels, msda.n_points
         q, (h, w) = z.shape[0], size
@@ -359,7 +367,7 @@ class TemporalFusion(nn.Module):
         """Sparse MSDA's logit updates [q, K] of the selected rows `points` [q] (indices into
         the batch's B*h4*w4 rows, ascending): step 4 at inference (`SparseLogitUpdate`), from
         the folded `head` and the frame's per-point rows (`level_rows`), outside autocast but
-        for the query linear in `query_dtype` (the caller's autocast dtype, or None). The
+        for the query linear in `query_dtype` (`sparse_query_dtype`: bf16, or None). The
         keyframe's class-space values are cached in its state."""
         z = head.features_rows(state.base[points], x1_rows[points], up2_rows[points])  # [q, D]
         update, folded = self._update_maps(decoder)
@@ -410,8 +418,7 @@ class TemporalFusion(nn.Module):
                              f"of the 1/4 map {(b, *size)}")
         msda = self.msda_enabled(options)
         head = decoder.folded(state.base.dtype)
-        device = x1.device.type
-        query_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        query_dtype = sparse_query_dtype(x1.device.type)
         with no_autocast(x1):
             x1_rows, up2_rows = level_rows(x1, x2, state.base.dtype)  # [B*h4*w4, C_1 / C_2]
             rows = head.logits_rows(state.base, x1_rows, up2_rows)  # [B*h4*w4, K], no MSDA yet
