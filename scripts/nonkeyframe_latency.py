@@ -4,7 +4,7 @@ Times `model.keyframe` on frame 0 and `model.non_keyframe` on the next frames ag
 (median over repeats), and reports the share of points sparse MSDA updated. Run it with two
 checkouts of tfcseg to compare code versions on the same machine in one sitting:
 
-    python scripts/nonkeyframe_latency.py --size 480x853
+    python scripts/nonkeyframe_latency.py --size 480x853 [--precision bf16]
     git worktree add /tmp/old <commit> && PYTHONPATH=/tmp/old python scripts/nonkeyframe_latency.py --size 480x853
 """
 
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=9, help="frame 0 the keyframe, the rest non-keyframes")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: under CPU autocast")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -40,7 +41,7 @@ def main() -> None:
     frames = [preprocess(rgb, (h, w), torch.device("cpu"), torch.float32)
               for rgb in video_clip(args.video, (h, w), args.frames)]
     key_ms, non_ms, shares = [], [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
         model.keyframe(frames[0])  # warm-up
         for _ in range(args.repeats):
             t = time.perf_counter()
@@ -51,7 +52,7 @@ def main() -> None:
                 _, info = model.non_keyframe(pixels, state)
                 non_ms.append(1e3 * (time.perf_counter() - t))
                 shares.append(info.msda_share)
-    print(json.dumps({"tfcseg": tfcseg.__file__, "size": [h, w], "threads": args.threads,
+    print(json.dumps({"tfcseg": tfcseg.__file__, "size": [h, w], "threads": args.threads, "precision": args.precision,
                       "keyframe_ms": statistics.median(key_ms), "non_keyframe_ms": statistics.median(non_ms),
                       "msda_share": float(np.mean(shares))}))
 
