@@ -344,6 +344,29 @@ def test_cli_eval_msda_choice(data, tmp_path, capsys):
     assert rc == 2 and "--msda-gate -1.0: expected a logit margin >= 0" in " ".join(err.split()) and "Traceback" not in err
 
 
+def test_cli_eval_interpolation_power(data, tmp_path, capsys):
+    """--interpolation-power P: the JSON says it (None outside TFC's soft interpolation), it
+    changes TFC's labels and not SegFormer mode's; a bad power is one clean line."""
+    torch.manual_seed(0)
+    save_checkpoint(TFCSegFormer(tiny_config(num_classes=4, tfc_trained=True)), tmp_path / "m")
+    runs = {}
+    for power in ("1", "40"):
+        runs[power], _ = _eval_json(capsys, data, tmp_path / "m", tmp_path / f"p{power}.json",
+                                    "--msda", "off", "--interpolation-power", power)
+        assert runs[power]["interpolation_power"] == float(power)
+    assert runs["1"]["interpolation_power"] == tiny_config().tfc.interpolation_power
+    # a sharper weight keeps less of the keyframe: the frames between keyframes change more
+    assert runs["40"]["flicker"] > runs["1"]["flicker"]
+    seg, _ = _eval_json(capsys, data, tmp_path / "m", tmp_path / "seg.json", "--mode", "segformer",
+                        "--interpolation-power", "40")
+    plain, _ = _eval_json(capsys, data, tmp_path / "m", tmp_path / "plain.json", "--mode", "segformer")
+    assert seg["interpolation_power"] is None and seg["miou"] == plain["miou"]
+    rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--interpolation-power", "0.5", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--interpolation-power 0.5: expected a power >= 1" in " ".join(err.split())
+    assert "Traceback" not in err
+
+
 def test_cli_eval_hysteresis(data, tmp_path, capsys):
     """--hysteresis H: the JSON and the table say it, flicker falls; the model's config gives
     the default; a bad margin (option or config) is one clean line."""

@@ -382,3 +382,11 @@ def test_msda_choice_reaches_the_summary(tmp_path, ckpt, capsys):
     assert code == 2 and "--hysteresis -1.0: expected a logit margin >= 0" in err and "Traceback" not in err
     code, out, err = run_cli(capsys, src, "--model", ckpt, "--msda", "sometimes")
     assert code == 2 and "--msda sometimes" in err
+    # --interpolation-power reaches the JSON; a bad one is one line
+    code, out, err = run_cli(capsys, src, "-o", tmp_path / "p.mp4", "--model", ckpt, "--interpolation-power", "3",
+                             "--overwrite", "--json", tmp_path / "p.json", "-q")
+    assert code == 0, err
+    assert json.loads((tmp_path / "p.json").read_text())["interpolation_power"] == 3.0
+    code, out, err = run_cli(capsys, src, "--model", ckpt, "--interpolation-power", "0")
+    assert code == 2 and "--interpolation-power 0.0: expected a power >= 1" in " ".join(err.split())
+    assert "Traceback" not in err

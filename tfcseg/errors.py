@@ -67,6 +67,16 @@ def is_margin(value) -> bool:
             and math.isfinite(value) and value >= 0)
 
 
+def check_power(value, name: str = "interpolation_power") -> float | None:
+    """None (use the default), or `value` as the soft interpolation weight's power (a finite
+    real number >= 1, `TFCOptions.interpolation_power`); an `OptionError` otherwise."""
+    if value is None:
+        return None
+    if not (is_margin(value) and value >= 1):
+        raise OptionError(f"{name} {value}: expected a power >= 1 (1: the paper's weight)", options=(name,))
+    return float(value)
+
+
 def check_margin(value, name: str) -> float | None:
     """None (use the default), or `value` as a logit margin; an `OptionError` naming the option
     `name` (`hysteresis`, `msda_gate`: the CLI shows the flag) for anything else."""

@@ -44,7 +44,7 @@ import numpy as np
 
 from .data.masks import DataWarning, UnreadableFileError, read_mask, remap_label, write_labels
 from .data.vspw import VSPWDataset
-from .errors import TfcsegError
+from .errors import TfcsegError, check_power
 from .metrics import ConfusionMatrix, FlickerRate, VideoConsistency
 from .runtime import MODES
 
@@ -181,6 +181,7 @@ def evaluate_model(
     msda: bool | float | None = None,
     msda_gate: float | None = None,
     hysteresis: float | None = None,
+    interpolation_power: float | None = None,
 ) -> dict[str, Any]:
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
     score it with the official VSPW metrics (see the module docstring for the result).
@@ -197,7 +198,9 @@ def evaluate_model(
     as the model's config says (None), off, on, or on at a threshold (see
     `tfcseg.segmenter.with_msda`); msda_gate: the margin a label change by MSDA needs
     (None: the config's; `TFCOptions.msda_gate`). hysteresis: label hysteresis margin (None:
-    the model's `label_hysteresis`; 0: off; see `tfcseg.postprocess.LabelHysteresis`). Frames with a missing or unreadable file are skipped with a
+    the model's `label_hysteresis`; 0: off; see `tfcseg.postprocess.LabelHysteresis`).
+    interpolation_power: p of the soft interpolation weight (None: the config's;
+    `TFCOptions.interpolation_power`). Frames with a missing or unreadable file are skipped with a
     `DataWarning`.
     """
     from .io.atomic import sweep_stale
@@ -212,6 +215,7 @@ def evaluate_model(
     schedule = dict(keyframe_similarity=keyframe_similarity, keyframe_changed_share=keyframe_changed_share,
                     max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
     keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before reading any data
+    check_power(interpolation_power)
     dataset = VSPWDataset(root, split)
     if model.num_classes != dataset.num_classes:
         raise TfcsegError(
@@ -220,7 +224,8 @@ def evaluate_model(
     try:
         segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
-                                   msda=msda, msda_gate=msda_gate, hysteresis=hysteresis, **schedule)
+                                   msda=msda, msda_gate=msda_gate, hysteresis=hysteresis,
+                                   interpolation_power=interpolation_power, **schedule)
     except TfcsegError:
         raise
     except ValueError as exc:

@@ -44,7 +44,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from .errors import TfcsegError, check_margin
+from .errors import TfcsegError, check_margin, check_power
 from .data.masks import write_labels
 from .io.atomic import AtomicFolder, is_temporary, sweep_stale
 from .io.overlay import OverlayRenderer
@@ -268,6 +268,7 @@ def segment_video(
     msda: bool | float | None = None,
     msda_gate: float | None = None,
     hysteresis: float | None = None,
+    interpolation_power: float | None = None,
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames, a glob, a URL or a camera) into an
     overlay video.
@@ -300,7 +301,8 @@ def segment_video(
     on, or on at a similarity threshold (`tfcseg.segmenter.with_msda`); `msda_gate`: the
     margin a label change by MSDA needs (None: the config's). `hysteresis`: the logit margin
     by which a new class must lead a pixel's previous label to replace it (None: the model's
-    `label_hysteresis`; 0: off; `tfcseg.postprocess.LabelHysteresis`).
+    `label_hysteresis`; 0: off; `tfcseg.postprocess.LabelHysteresis`). `interpolation_power`:
+    p of the soft interpolation weight (None: the config's; `TFCOptions.interpolation_power`).
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
@@ -324,6 +326,7 @@ def segment_video(
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
     check_margin(hysteresis, "hysteresis")
     check_margin(msda_gate, "msda_gate")
+    check_power(interpolation_power)
 
     # Everything that can fail on the user's input fails here, before the model loads.
     source = open_frames(input, start=start_s, end=end_s, stride=stride, fps=fps,
@@ -367,7 +370,8 @@ def segment_video(
     try:
         segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
-                                   msda=msda, msda_gate=msda_gate, hysteresis=hysteresis, **schedule)
+                                   msda=msda, msda_gate=msda_gate, hysteresis=hysteresis,
+                                   interpolation_power=interpolation_power, **schedule)
     except TfcsegError:
         raise
     except ValueError as exc:

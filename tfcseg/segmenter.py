@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import OptionError, check_margin
+from .errors import OptionError, check_margin, check_power
 from .models.config import TFCOptions, smallest_input
 from .models.segformer import IMAGENET_MEAN, IMAGENET_STD, TFCSegFormer
 from .models.state import KeyframeState
@@ -232,6 +232,8 @@ class VideoSegmenter:
     None: the config's). `hysteresis`: label hysteresis, the logit margin by which a new class
     must lead a pixel's previous label to replace it (`postprocess.LabelHysteresis`; every
     mode; None: the model's `label_hysteresis`; 0: off, each frame labelled on its own).
+    `interpolation_power`: p of TFC's soft interpolation weight clamp(w, 0, 1)^p
+    (`TFCOptions.interpolation_power`, >= 1; 1: the paper's; None: the config's).
     """
 
     def __init__(self, model: TFCSegFormer, keyframe_interval: int | str = 4, mode: str = "tfc",
@@ -241,7 +243,8 @@ class VideoSegmenter:
                  max_keyframe_interval: int | None = None,
                  min_keyframe_interval: int | None = None, threads: int | str | None = "auto",
                  backend: str | None = None, msda: bool | float | None = None,
-                 msda_gate: float | None = None, hysteresis: float | None = None) -> None:
+                 msda_gate: float | None = None, hysteresis: float | None = None,
+                 interpolation_power: float | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         interval, policy = keyframe_schedule(
@@ -258,6 +261,8 @@ class VideoSegmenter:
         if backend == "onnxruntime" and precision != "fp32":
             raise ValueError(f"backend onnxruntime runs in fp32, not {precision}")
         options = with_msda(options or model.config.tfc, msda, msda_gate)
+        if interpolation_power is not None:
+            options = replace(options, interpolation_power=check_power(interpolation_power))
         if mode == "reuse":
             options = replace(options, interpolation="none", msda=False)
         options.validate()

@@ -152,6 +152,10 @@ MSDA_GATE_HELP = ("A label change made by sparse MSDA stands only where the new 
                   "runner-up by this logit margin (0: every change; default: the model's config.json).")
 
 
+POWER_HELP = ("p of TFC's interpolation weight clamp(similarity, 0, 1)^p, >= 1 (1: the paper's; "
+              "default: the model's config.json).")
+
+
 HYSTERESIS_HELP = ("Label hysteresis: a pixel keeps its previous label unless another class leads "
                    "it by this logit margin (0: off, every frame on its own; default: the model's "
                    "config.json). Less flicker; too large lags moving objects.")

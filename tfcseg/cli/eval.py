@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import TfcsegError, check_margin
+from ..errors import TfcsegError, check_margin, check_power
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
-from . import (HYSTERESIS_HELP, MSDA_GATE_HELP, MSDA_HELP, app, describe_hysteresis, describe_msda, err_console,
+from . import (HYSTERESIS_HELP, MSDA_GATE_HELP, MSDA_HELP, POWER_HELP, app, describe_hysteresis, describe_msda, err_console,
                parse_msda, parse_threads, results_console, warnings_as_lines, write_json)
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes)
@@ -102,6 +102,8 @@ def eval_command(
     msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
     msda_gate: Optional[float] = typer.Option(None, "--msda-gate", metavar="G", help=MSDA_GATE_HELP),
     hysteresis: Optional[float] = typer.Option(None, "--hysteresis", metavar="H", help=HYSTERESIS_HELP),
+    interpolation_power: Optional[float] = typer.Option(None, "--interpolation-power", metavar="P",
+                                                        help=POWER_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Official VSPW metrics (mIoU, wIoU, mVC8, mVC16) of a model, or of saved predictions."""
@@ -126,6 +128,7 @@ def eval_command(
     msda_choice = parse_msda(msda)
     check_margin(msda_gate, "msda_gate")
     check_margin(hysteresis, "hysteresis")
+    check_power(interpolation_power)
     if predictions is None:
         keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before the model loads
     if json_file is not None and str(json_file) != "-":
@@ -142,7 +145,8 @@ def eval_command(
                                     short_side=short_side, save_predictions=save_predictions,
                                     progress=not quiet, precision=precision, overwrite=overwrite,
                                     backend=backend, threads=parse_threads(threads), msda=msda_choice,
-                                    msda_gate=msda_gate, hysteresis=hysteresis, **schedule)
+                                    msda_gate=msda_gate, hysteresis=hysteresis,
+                                    interpolation_power=interpolation_power, **schedule)
             result["model"] = str(model) if model is not None else "default"
     _print_result(result, per_class, results_console(json_file))
     if json_file is not None:

@@ -11,12 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import TfcsegError, as_flags, check_margin
+from ..errors import TfcsegError, as_flags, check_margin, check_power
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
 from ..io.video import ensure_writable_folder, expand_sources
 from ..segment import segment_video, segment_videos
-from . import (HYSTERESIS_HELP, MSDA_GATE_HELP, MSDA_HELP, app, describe_hysteresis, describe_msda, err_console,
+from . import (HYSTERESIS_HELP, MSDA_GATE_HELP, MSDA_HELP, POWER_HELP, app, describe_hysteresis, describe_msda, err_console,
                parse_msda, parse_threads, results_console, write_json)
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes, keyframe_list)
@@ -77,6 +77,8 @@ def segment(
     msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
     msda_gate: Optional[float] = typer.Option(None, "--msda-gate", metavar="G", help=MSDA_GATE_HELP),
     hysteresis: Optional[float] = typer.Option(None, "--hysteresis", metavar="H", help=HYSTERESIS_HELP),
+    interpolation_power: Optional[float] = typer.Option(None, "--interpolation-power", metavar="P",
+                                                        help=POWER_HELP),
     backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
                                 "ONNX graphs in ONNX Runtime, fp32; an ONNX export from `tfcseg "
                                 "export --format onnx` runs as it is, any other model is exported "
@@ -115,7 +117,8 @@ def segment(
                    keyframe_changed_share=keyframe_changed_share,
                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval,
                    backend=backend, threads=parse_threads(threads), msda=parse_msda(msda),
-                   msda_gate=check_margin(msda_gate, "msda_gate"), hysteresis=check_margin(hysteresis, "hysteresis"))
+                   msda_gate=check_margin(msda_gate, "msda_gate"), hysteresis=check_margin(hysteresis, "hysteresis"),
+                   interpolation_power=check_power(interpolation_power))
     out_console = results_console(json_file)  # stderr when the JSON goes to stdout
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
