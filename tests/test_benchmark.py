@@ -125,3 +125,8 @@ def test_benchmark_msda_choice(tmp_path):
                      "-k", "3", "--no-msda-sweep", "--msda", choice, "--json", str(out)]) == 0
         shares[choice] = json.loads(out.read_text())["modes"]["tfc"]["msda_share"]
     assert shares["off"] == 0.0 < shares["0.99"]
+    out = tmp_path / "p.json"
+    assert main(["benchmark", "-m", str(tmp_path / "ck"), "--size", "64x96", "--frames", "3", "--repeats", "1",
+                 "-k", "3", "--no-msda-sweep", "--interpolation-power", "5", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["interpolation_power"] == 5.0
+    assert main(["benchmark", "-m", str(tmp_path / "ck"), "--interpolation-power", "0.2"]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import TfcsegError, check_margin
+from ..errors import TfcsegError, check_margin, check_power
 from ..hub.refs import MODEL_HELP
-from . import MSDA_GATE_HELP, MSDA_HELP, app, parse_msda, results_console, write_json
+from . import MSDA_GATE_HELP, MSDA_HELP, POWER_HELP, app, parse_msda, results_console, write_json
 from .keyframes import CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP, SIMILARITY_HELP
 
 
@@ -161,6 +162,8 @@ def benchmark(
                              "(started and stopped here), with tfcseg's thread choice and PyTorch's default."),
     msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
     msda_gate: Optional[float] = typer.Option(None, "--msda-gate", metavar="G", help=MSDA_GATE_HELP),
+    interpolation_power: Optional[float] = typer.Option(None, "--interpolation-power", metavar="P",
+                                                        help=POWER_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Save every number as JSON ('-': print it to stdout)."),
 ) -> None:
     """Speed (frames/s per mode, keyframe and non-keyframe latency), parameters, MACs and memory."""
@@ -198,10 +201,13 @@ def benchmark(
                 onnx_model = OnnxRuntimeModel(path, dev)
     msda_choice = parse_msda(msda)
     check_margin(msda_gate, "msda_gate")
+    check_power(interpolation_power)
     net = _model(model, variant, num_classes, dev)
     from ..segmenter import with_msda
 
     net.config.tfc = with_msda(net.config.tfc, msda_choice, msda_gate)  # what every timed run reads
+    if interpolation_power is not None:
+        net.config.tfc = replace(net.config.tfc, interpolation_power=float(interpolation_power))
     settings = BenchmarkSettings(size=_size(size), frames=frames, keyframe_interval=interval, **schedule,
                                  precision=precision, repeats=repeats, compare_hf=compare_hf,
                                  msda_sweep=msda_sweep, video=video, onnxruntime=backend == "onnxruntime",
