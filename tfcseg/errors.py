@@ -3,7 +3,7 @@
 A `TfcsegError` is a mistake the user can fix (a missing file, a bad checkpoint, a wrong
 option). The CLI prints its message as one line and exits with status 2; it never shows a
 traceback for these. Everything else is a bug and keeps its traceback. Also the checks of
-option values shared by the library and the CLI (`check_margin`).
+option values shared by the library and the CLI (`check_margin`, `check_power`).
 """
 
 from __future__ import annotations
@@ -67,12 +67,18 @@ def is_margin(value) -> bool:
             and math.isfinite(value) and value >= 0)
 
 
+def is_power(value) -> bool:
+    """Whether `value` is a usable power of the soft interpolation weight
+    (`TFCOptions.interpolation_power`): a real number (not a bool), finite, >= 1."""
+    return is_margin(value) and value >= 1
+
+
 def check_power(value, name: str = "interpolation_power") -> float | None:
-    """None (use the default), or `value` as the soft interpolation weight's power (a finite
-    real number >= 1, `TFCOptions.interpolation_power`); an `OptionError` otherwise."""
+    """None (use the default), or `value` as the soft interpolation weight's power
+    (`is_power`); an `OptionError` otherwise."""
     if value is None:
         return None
-    if not (is_margin(value) and value >= 1):
+    if not is_power(value):
         raise OptionError(f"{name} {value}: expected a power >= 1 (1: the paper's weight)", options=(name,))
     return float(value)
 

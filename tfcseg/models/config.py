@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, is_margin
+from ..errors import CheckpointError, is_margin, is_power
 
 # The published Mix Transformer configurations (SegFormer, Xie et al. 2021).
 # Common to all: patch sizes 7,3,3,3; strides 4,2,2,2; heads 1,2,5,8; sr 8,4,2,1; mlp ratio 4.
@@ -75,7 +75,7 @@ class TFCOptions:
             raise ValueError(f"msda_levels must be 1..4, not {self.msda_levels}")
         if not 0.0 <= self.fixed_weight <= 1.0:
             raise ValueError(f"fixed_weight must be in 0..1, not {self.fixed_weight}")
-        if not (is_margin(self.interpolation_power) and self.interpolation_power >= 1):
+        if not is_power(self.interpolation_power):
             raise ValueError(f"interpolation_power must be a finite number >= 1, not {self.interpolation_power}")
         if not math.isfinite(self.msda_threshold):  # w < threshold: any finite value is usable
             raise ValueError(f"msda_threshold must be a finite number, not {self.msda_threshold}")
