@@ -203,6 +203,8 @@ class SparseLogitUpdate:
         out = {"w_co": w_co, "b_co": w_cls @ m.output_proj.bias.to(dtype),
                "w_q": torch.cat([m.sampling_offsets.weight, m.attention_weights.weight]).to(dtype),
                "b_q": torch.cat([m.sampling_offsets.bias, m.attention_weights.bias]).to(dtype)}
+        # the query linear's weights for bf16 autocast (`sparse_query_dtype`), cast once here
+        out["w_q_bf16"], out["b_q_bf16"] = out["w_q"].bfloat16(), out["b_q"].bfloat16()
         wv, bv = m.value_proj.weight.to(dtype), m.value_proj.bias.to(dtype)
         for level in range(1, m.n_levels + 1):
             lin = d.projection(level)
@@ -231,18 +233,18 @@ class SparseLogitUpdate:
         z [q, D]: their features; points [q]: their indices in the frame's 1/4 map of `size`
         (h4, w4); maps: the frame's levels 1.. as (rows [S_l, C_l + 1] with a ones channel,
         (h_l, w_l)); key_maps: the levels after those, from the keyframe, as (class-space
-        values [1, S_l, M, K] (`class_values`), (h_l, w_l)). query_dtype: the dtype of the
-        query linear (offsets and attention logits; bf16 under bf16 autocast, the largest
-        matmul here; `sparse_query_dtype`), whose result continues in fp32; None: fp32 throughout."""
+        values [1, S_l, M, K] (`class_values`), (h_l, w_l)). query_dtype: None (fp32
+        throughout) or bf16 (`sparse_query_dtype`: under bf16 autocast), the dtype of the query
+        linear (offsets and attention logits, the largest matmul here), whose result continues
+        in fp32."""
         msda, dtype, dev = self.msda, folded["w_co"].dtype, z.device
         heads, levels, npts = msda.n_heads, msda.n_levels, msda.n_points
         q, (h, w) = z.shape[0], size
         n_classes = folded["w_co"].shape[0]
         if query_dtype is None or query_dtype == dtype:
             pred = torch.addmm(folded["b_q"], z.to(dtype), folded["w_q"].t())  # [q, M*L*P*3]
-        else:
-            pred = torch.addmm(folded["b_q"].to(query_dtype), z.to(query_dtype),
-                               folded["w_q"].to(query_dtype).t()).to(dtype)
+        else:  # bf16 (`sparse_query_dtype`), with the weights folded in bf16 once
+            pred = torch.addmm(folded["b_q_bf16"], z.to(torch.bfloat16), folded["w_q_bf16"].t()).to(dtype)
         n_off = heads * levels * npts * 2
         # level-major, so that each level's slice is contiguous: [L, q, M, P, 2] and [L, q, M, P]
         # (made contiguous before the addcmul below, which is then a plain sweep: faster, same values)
