@@ -21,12 +21,12 @@ With --write, the choice is written into the model folder's config.json ("msda",
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
+from tfcseg.errors import check_power
 from tfcseg.evaluate import evaluate_model
 from tfcseg.hub.resolve import load_model, resolve_model_source
 from tfcseg.io.atomic import atomic_write_text
@@ -85,22 +85,20 @@ def main() -> None:
         args.min_mvc8 = max(args.min_mvc8, segformer["mvc8"] + args.over_segformer)
         print(f"per-frame SegFormer (no hysteresis): mIoU {segformer['miou']:.4f} mVC8 {segformer['mvc8']:.4f}; "
               f"mVC8 floor {args.min_mvc8:.4f}", flush=True)
-    settings = []
     for p in powers:
-        dataclasses.replace(base, interpolation_power=p).validate()  # before any run
-        settings += [(p, "off", None, dataclasses.replace(base, msda=False, interpolation_power=p))]
-        settings += [(p, t, float(g), dataclasses.replace(base, msda=True, msda_threshold=float(t),
-                                                          msda_gate=float(g), interpolation_power=p))
+        check_power(p)  # before any run
+    settings = []  # (power, "off" or the threshold, gate, evaluate_model's options)
+    for p in powers:
+        settings += [(p, "off", None, dict(msda=False, interpolation_power=p))]
+        settings += [(p, t, float(g), dict(msda=float(t), msda_gate=float(g), interpolation_power=p))
                      for t in args.thresholds.split(",") for g in args.gates.split(",")]
     for power, name, gate, options in settings:
-        model.config.tfc = options  # what VideoSegmenter and TemporalFusion read
         with torch.inference_mode():
             m = evaluate_model(model, args.data_root, split=args.split, mode="tfc",
-                               keyframe_interval=args.keyframe_interval, progress=False)
+                               keyframe_interval=args.keyframe_interval, progress=False, **options)
         row = {"power": power, "msda": name, "gate": gate, **{k: m.get(k) for k in KEYS}}
         rows.append(row)
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    model.config.tfc = base
 
     picked = choose(rows, args.max_share, args.min_mvc8)
     if picked is None:

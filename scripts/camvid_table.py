@@ -64,11 +64,10 @@ def main() -> None:
              for t in args.msda_thresholds.split(",") if t]
     rows = []
     for label, mode, k, msda, gate, hysteresis, power in ROWS[:N_K4] + extra + ROWS[N_K4:]:
-        model.config.tfc = shipped if power is None else dataclasses.replace(shipped, interpolation_power=power)
         with torch.inference_mode():
             m = evaluate_model(model, args.data_root, split=args.split, mode=mode, keyframe_interval=k,
-                               progress=False, msda=msda, msda_gate=gate, hysteresis=hysteresis)
-        model.config.tfc = shipped
+                               progress=False, msda=msda, msda_gate=gate, hysteresis=hysteresis,
+                               interpolation_power=power)
         rows.append({"row": label, "mode": mode, "keyframe_interval": k,
                      "msda": (m["msda_threshold"] is not None) if mode == "tfc" else None, **m})
         print(f"{label}: mIoU {pct(m['miou'])} mVC8 {pct(m['mvc8'])} flicker {pct(m['flicker'])}", flush=True)
