@@ -21,6 +21,7 @@ from tfcseg.training.losses import (
     IGNORE_INDEX,
     class_weights,
     consistency_loss,
+    distillation_loss,
     focal_bce,
     segmentation_loss,
     similarity_loss,
@@ -154,6 +155,35 @@ def test_consistency_loss_by_hand():
     weighted = tfc_loss(logits, sim, labels, consistency_weight=2.0)
     assert plain.consistency.item() == pytest.approx(0.5 / 3)
     assert weighted.total.item() == pytest.approx(plain.total.item() + 2.0 * 0.5 / 3)
+
+
+def test_distillation_loss_by_hand():
+    # N=1, K=2, one row of 3 points: KL(q || p) = sum_k q_k (log q_k - log p_k)
+    logits = torch.zeros(1, 2, 1, 3)
+    logits[0, 0, 0, 1] = math.log(3.0)  # point 1: p = (3/4, 1/4)
+    teacher = torch.zeros(1, 2, 1, 3)
+    teacher[0, 1, 0, 1] = math.log(4.0)  # point 1: q = (1/5, 4/5)
+    teacher[0, 1, 0, 2] = 5.0  # point 2: far from p = (1/2, 1/2), but not selected
+    select = torch.tensor([[[True, True, False]]])
+    kl1 = 0.2 * math.log(0.2 / 0.75) + 0.8 * math.log(0.8 / 0.25)
+    assert distillation_loss(logits, teacher, select).item() == pytest.approx((0.0 + kl1) / 2)
+    assert distillation_loss(logits, logits, select).item() == pytest.approx(0.0, abs=1e-7)
+    empty = distillation_loss(logits.requires_grad_(), teacher, select & False)
+    assert empty.item() == 0.0 and empty.requires_grad  # nothing selected: a zero in the graph
+    # in the total with its weight, over the non-keyframes' points below the MSDA threshold
+    clip = torch.zeros(1, 2, 2, 1, 3)
+    clip[:, 1] = logits.detach()
+    sim = torch.tensor([[[[0.2, 0.5, 0.1]]]])  # point 2 lies below 0.4 too: give it the same teacher
+    teacher = teacher.clone()
+    teacher[0, 1, 0, 2] = 0.0
+    labels = torch.zeros(1, 2, 1, 3, dtype=torch.long)
+    plain = tfc_loss(clip, sim, labels)
+    assert plain.distill is None
+    parts = tfc_loss(clip, sim, labels, teacher=teacher[None], distill_weight=3.0, msda_threshold=0.4)
+    assert parts.distill.item() == pytest.approx(0.0)  # points 0 and 2 are selected; 1 (0.5) is not
+    parts = tfc_loss(clip, sim, labels, teacher=teacher[None], distill_weight=3.0, msda_threshold=0.6)
+    assert parts.distill.item() == pytest.approx(kl1 / 3)
+    assert parts.total.item() == pytest.approx(plain.total.item() + 3.0 * kl1 / 3)
 
 
 def test_poly_warmup_matches_mmcv_formula():
@@ -487,6 +517,62 @@ def test_train_only_tfc_keeps_segformer_frozen(data_root, tmp_path):
         Trainer(tiny_train(data_root, tmp_path / "bad", consistency_weight=float("nan")))
 
 
+def test_distillation_teacher_is_per_frame_segformer_and_trains_msda_only(data_root, tmp_path):
+    from tfcseg.models import TFCSegFormer
+
+    torch.manual_seed(0)
+    model = TFCSegFormer(tiny_config(num_classes=4, tfc_trained=True)).eval()
+    clip = torch.randn(2, 3, 3, 64, 96)
+    out = model.clip_forward(clip, teacher=True)
+    assert out.teacher.shape == (2, 2, 4, 16, 24) and not out.teacher.requires_grad
+    with torch.no_grad():
+        for i in (1, 2):  # the teacher of frame i is SegFormer run on frame i alone
+            torch.testing.assert_close(out.teacher[:, i - 1], model.image_logits(clip[:, i]).contiguous(),
+                                       rtol=1e-4, atol=1e-5)
+    assert model.clip_forward(clip).teacher is None
+    model.train()
+    with pytest.raises(RuntimeError, match="eval mode"):  # BatchNorm would learn from the teacher's pass
+        model.clip_forward(clip, teacher=True)
+
+    train(tiny_train(data_root, tmp_path / "base", iters=3))
+    base = _weights(tmp_path / "base" / "last")
+    init = str(tmp_path / "base" / "last")
+    t = Trainer(tiny_train(data_root, tmp_path / "d", iters=4, keyframe_interval=3, train_only="tfc", init=init,
+                           video_rate_share=1.0, distill_weight=2.0,
+                           model_overrides={**TINY, "tfc": {**TINY["tfc"], "msda_threshold": 1.01}}))
+    t.run()
+    t.close()
+    tuned = _weights(tmp_path / "d" / "last")
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed and all(k.startswith("temporal.msda.") for k in changed), sorted(changed)
+    recs = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["distill"] > 0 and math.isfinite(r["distill"]) for r in recs)
+    assert json.loads((tmp_path / "d" / "train_config.json").read_text())["distill_weight"] == 2.0
+    # one small step on L_distill alone lowers it: the gradient reaches MSDA and points downhill
+    model = t.model
+    cfg = model.config.tfc
+    batch = next(iter(t._batches()))
+    frames = batch["frames"]
+    msda = list(model.temporal.msda.parameters())
+
+    def distill() -> torch.Tensor:
+        o = model.clip_forward(frames, teacher=True)
+        return distillation_loss(o.logits[:, 1:].flatten(0, 1), o.teacher.flatten(0, 1),
+                                 (o.similarity < cfg.msda_threshold).flatten(0, 1))
+
+    before = distill()
+    grads = torch.autograd.grad(before, msda)
+    assert any(float(g.abs().sum()) > 0 for g in grads)
+    with torch.no_grad():
+        for p, g in zip(msda, grads):
+            p -= 1e-3 * g / max(float(torch.cat([x.flatten() for x in grads]).norm()), 1e-12)
+        assert distill().item() < before.item()
+    with pytest.raises(TfcsegError, match="distill_weight needs train_only tfc"):
+        Trainer(tiny_train(data_root, tmp_path / "bad", distill_weight=1.0))
+    with pytest.raises(TfcsegError, match="distill_weight must be"):
+        Trainer(tiny_train(data_root, tmp_path / "bad", train_only="tfc", init=init, distill_weight=-1.0))
+
+
 def test_bf16_autocast_on_cpu(data_root, tmp_path):
     t = Trainer(tiny_train(data_root, tmp_path / "run", iters=2, amp="bf16"))
     t.run()
@@ -622,6 +708,7 @@ def test_cli_train_config_mistakes_name_the_flag(data_root, tmp_path, capsys):
                        (["--video-rate-share", "2"], "--video-rate-share must be in [0, 1]"),
                        (["--train-only", "tfc"], "--train-only tfc trains TFC's modules"),
                        (["--consistency-weight", "-1"], "--consistency-weight must be a number >= 0"),
+                       (["--distill-weight", "1"], "--distill-weight needs train_only tfc"),
                        (["--head-lr-mult", "-1"], "--head-lr-mult must be a positive number")):
         assert main(["train", "--data-root", str(data_root), "--out", str(tmp_path / "r")] + args) == 2
         err = " ".join(capsys.readouterr().err.split())

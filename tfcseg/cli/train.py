@@ -106,6 +106,10 @@ def train(
     consistency_weight: Optional[float] = typer.Option(
         None, "--consistency-weight", help="Weight of the temporal-consistency loss: consecutive frames' "
         f"predictions kept alike where their labels agree (0 = the paper's loss) {_default('consistency_weight')}."),
+    distill_weight: Optional[float] = typer.Option(
+        None, "--distill-weight", help="Weight of the distillation loss that teaches sparse MSDA per-frame "
+        "SegFormer's answer at the points it updates (needs --train-only tfc; 0 = off) "
+        f"{_default('distill_weight')}."),
     train_only: Optional[str] = typer.Option(
         None, "--train-only", help="What learns: all, or tfc (only TFC's sparse MSDA, on the frozen "
         f"SegFormer of --init) {_default('train_only')}."),
@@ -162,6 +166,7 @@ def train(
         batch_size=batch_size, crop=crop, base_size=_size(base_size), keyframe_interval=keyframe_interval,
         lr=lr, head_lr_mult=head_lr_mult, warmup_iters=warmup, video_rate_share=video_rate_share,
         seg_loss=seg_loss, consistency_weight=consistency_weight, train_only=train_only,
+        distill_weight=distill_weight,
         weight_decay=weight_decay, grad_clip=grad_clip, amp=amp,
         workers=workers, device=device, seed=seed, save_every=save_every, log_every=log_every,
         eval_every=eval_every, eval_split=eval_split, eval_short_side=eval_short_side,

@@ -145,13 +145,27 @@ class TFCSegFormer(nn.Module):
                              f"the keyframe's {tuple(state.x1.shape)}, {tuple(state.x2.shape)}")
 
     # ---- TFC training ---------------------------------------------------------------------------
-    def clip_forward(self, clip: torch.Tensor) -> ClipOutput:
+    def clip_forward(self, clip: torch.Tensor, teacher: bool = False) -> ClipOutput:
         """Training pass over a clip [B, T, 3, H, W] (frame 0 the keyframe, frames 1..T-1
         non-keyframes against it): logits [B, T, K, h4, w4] and similarity [B, T-1, h4, w4];
-        differentiable."""
+        differentiable. `teacher`: also per-frame SegFormer's logits of frames 1..T-1 (stages
+        3-4 run on each of them), without gradients; only for a frozen SegFormer in eval mode
+        (training with `train_only` "tfc"), whose logits are then exactly the inference ones."""
         if clip.dim() != 5:
             raise ValueError(f"clip must be [B, T, 3, H, W], got {tuple(clip.shape)}")
+        if teacher and (self.encoder.training or self.decoder.training):
+            raise RuntimeError("clip_forward(teacher=True) needs the SegFormer in eval mode (a frozen "
+                               "SegFormer): in training mode BatchNorm would learn from the teacher's pass")
         b, t = clip.shape[:2]
         x1, x2 = self.encoder(clip.flatten(0, 1), stages=2)  # [B*T, C, ...], index b*T + i
         x3, x4 = self.encoder(x2.view(b, t, *x2.shape[1:])[:, 0], stages=4, start=2)  # keyframes
-        return self.temporal.clip(self.decoder, x1, x2, x3, x4, b, self.config.tfc)
+        out = self.temporal.clip(self.decoder, x1, x2, x3, x4, b, self.config.tfc)
+        if teacher and t > 1:
+            with torch.no_grad():
+                def rest(x: torch.Tensor) -> torch.Tensor:  # [B*T, ...] -> frames 1..T-1 [B*(T-1), ...]
+                    return x.view(b, t, *x.shape[1:])[:, 1:].flatten(0, 1)
+                n1, n2 = rest(x1), rest(x2)
+                n3, n4 = self.encoder(n2, stages=4, start=2)
+                logits = self.decoder([n1, n2, n3, n4]).contiguous()  # [B*(T-1), K, h4, w4]
+            out.teacher = logits.view(b, t - 1, *logits.shape[1:])
+        return out

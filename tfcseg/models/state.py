@@ -46,3 +46,6 @@ class ClipOutput:
     logits: torch.Tensor  # [B, T, K, h4, w4]; frame 0 is the keyframe
     similarity: torch.Tensor  # [B, T-1, h4, w4] raw cosine of frames 1..T-1 vs frame 0
     msda_share: float  # fraction of non-keyframe points that MSDA updated
+    # only when asked for (`clip_forward(clip, teacher=True)`): per-frame SegFormer's logits of
+    # frames 1..T-1 [B, T-1, K, h4, w4], without gradients (the distillation target)
+    teacher: torch.Tensor | None = None

@@ -45,6 +45,9 @@ class TrainConfig:
     focal_gamma: float = 1.0
     # weight of the temporal-consistency term (losses.py; 0 = the paper's loss)
     consistency_weight: float = 0.0
+    # weight of L_distill (losses.py: per-frame SegFormer as the teacher of MSDA's points;
+    # needs train_only "tfc"; 0 = off)
+    distill_weight: float = 0.0
     # what learns: "all", or "tfc" (TFC's modules only, on a frozen SegFormer from `init`)
     train_only: str = "all"
     seg_loss: str = "ce"  # ce | ohem | balanced (see training/losses.py)
@@ -106,6 +109,10 @@ class TrainConfig:
             raise bad(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, not {self.seg_loss!r}")
         if not 0.0 <= self.consistency_weight < math.inf:
             raise bad(f"consistency_weight must be a number >= 0, not {self.consistency_weight}")
+        if not 0.0 <= self.distill_weight < math.inf:
+            raise bad(f"distill_weight must be a number >= 0, not {self.distill_weight}")
+        if self.distill_weight and self.train_only != "tfc":
+            raise bad("distill_weight needs train_only tfc: the teacher is the frozen SegFormer, run per frame")
         if self.train_only not in TRAIN_ONLY:
             raise bad(f"train_only must be one of {', '.join(TRAIN_ONLY)}, not {self.train_only!r}")
         if self.train_only == "tfc" and not (self.init or self.resume):

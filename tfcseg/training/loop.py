@@ -84,13 +84,14 @@ class NonFiniteLoss(TfcsegError):
 class _ClipStep(nn.Module):
     """What DDP wraps: the model's clip forward returning plain tensors."""
 
-    def __init__(self, model: TFCSegFormer) -> None:
+    def __init__(self, model: TFCSegFormer, teacher: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.teacher = teacher  # also per-frame SegFormer's logits of the non-keyframes
 
-    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        out = self.model.clip_forward(frames)
-        return out.logits, out.similarity, float(out.msda_share)
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor | None]:
+        out = self.model.clip_forward(frames, teacher=self.teacher)
+        return out.logits, out.similarity, float(out.msda_share), out.teacher
 
 
 class _Stopper:
@@ -262,9 +263,11 @@ class Trainer:
         labels = batch["labels"].to(self.device, non_blocking=True)  # [B, T, c, c]
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            logits, similarity, msda_share = self.step_module(frames)
+            logits, similarity, msda_share, teacher = self.step_module(frames)
         parts = tfc_loss(logits.float(), similarity.float(), labels, cfg.bce_weight, cfg.focal_gamma,
-                         cfg.seg_loss, self.class_weights, cfg.consistency_weight)
+                         cfg.seg_loss, self.class_weights, cfg.consistency_weight,
+                         teacher=teacher, distill_weight=cfg.distill_weight,
+                         msda_threshold=self.model.config.tfc.msda_threshold)
         loss = parts.total
         if self.procs.any(not bool(torch.isfinite(loss))):
             raise self._nonfinite("loss", parts.seg, parts.bce, loss)
@@ -291,7 +294,8 @@ class Trainer:
         return {"loss": float(loss.detach()), "seg": float(parts.seg), "bce": float(parts.bce),
                 "sim_correct": float(parts.sim_correct), "sim_valid": float(parts.sim_valid),
                 "sim_same": float(parts.sim_same), "grad_norm": float(grad_norm), "msda_share": msda_share,
-                "cons": float(parts.consistency)}
+                "cons": float(parts.consistency),
+                "distill": float(parts.distill) if parts.distill is not None else 0.0}
 
     def evaluate(self) -> dict[str, Any] | None:
         """Val metrics on rank 0 (others wait); keeps `best/` by mIoU."""
@@ -390,7 +394,7 @@ class Trainer:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith(TFC_PREFIX))  # TFC's modules
         self._train_mode()
-        step: nn.Module = _ClipStep(self.model)
+        step: nn.Module = _ClipStep(self.model, teacher=cfg.distill_weight > 0)
         if self.procs.distributed:
             if self.device.type == "cuda" and cfg.sync_bn:
                 step = nn.SyncBatchNorm.convert_sync_batchnorm(step)
@@ -552,6 +556,7 @@ class Trainer:
             "lr": self._step_lr,
             "loss": sums["loss"] / count, "seg": sums["seg"] / count, "bce": sums["bce"] / count,
             "cons": sums["cons"] / count,  # L_cons, whatever its weight in the loss
+            "distill": sums["distill"] / count,  # L_distill (0 without a teacher)
             # grad norms are the same on every rank after DDP's averaging
             "grad_norm": sums["grad_norm"] / count,
             "msda_share": sums["msda_share"] / count,  # share of non-keyframe points MSDA updated
@@ -605,8 +610,9 @@ class _Display:
         it = r["iter"]
         rate = (it - self.start_iter) / max(time.monotonic() - self.t0, 1e-9)
         eta = (self.total - it) / rate if rate > 0 else float("inf")
+        distill = f"distill {r['distill']:.4f} " if self.trainer.cfg.distill_weight else ""
         self.trainer._say(f"iter {it}/{self.total} loss {r['loss']:.4f} seg {r['seg']:.4f} "
-                          f"bce {r['bce']:.4f} lr {r['lr']:.3e} {r['it_s']:.3f} it/s "
+                          f"bce {r['bce']:.4f} {distill}lr {r['lr']:.3e} {r['it_s']:.3f} it/s "
                           f"eta {timedelta(seconds=round(eta)) if math.isfinite(eta) else '?'}")
 
     def advance(self, it: int) -> None:

@@ -22,6 +22,14 @@ points of the 1/4 map whose label is the same in both (neither ignored), the tot
 distance 1/2 |p_t - p_{t-1}|_1 between the two class distributions (softmax of the logits),
 averaged over those points of the whole batch. It asks the predictions to change only where
 the labels do (on a video-rate clip, where things move).
+
+A second addition (weight 0 = off), for training sparse MSDA on a frozen SegFormer
+(`train_only` "tfc"): L_distill, the KL divergence KL(p_seg || p_tfc) from per-frame
+SegFormer's class distribution on a non-keyframe (the teacher: stages 3-4 run on that frame) to
+TFC's, averaged over the points MSDA updates (raw cosine w < `msda_threshold`) of the whole
+batch. It needs no labels, and it asks MSDA for what the full model would have computed at
+exactly the points where TFC reuses stale features: on CamVid val, giving those points per-frame
+SegFormer's logits would close most of TFC's gap to it (weights/README.md).
 """
 
 from __future__ import annotations
@@ -145,6 +153,20 @@ def similarity_loss(similarity: torch.Tensor, labels: torch.Tensor, gamma: float
     return focal_bce(similarity.clamp(0.0, 1.0), target, valid, gamma)
 
 
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, select: torch.Tensor) -> torch.Tensor:
+    """L_distill: mean KL(softmax(teacher) || softmax(logits)) over the points where `select`.
+
+    logits, teacher [N, K, h, w] (teacher without gradients), select [N, h, w] bool; 0 (with
+    the graph kept) when no point is selected."""
+    n = select.sum()
+    if int(n) == 0:
+        return logits.sum() * 0.0
+    log_p = logits.float().log_softmax(1)
+    log_q = teacher.float().log_softmax(1)
+    kl = (log_q.exp() * (log_q - log_p)).sum(1)  # [N, h, w]
+    return (kl * select).sum() / n
+
+
 @dataclass
 class LossParts:
     """One step's loss and its parts; `total` keeps the graph, the rest are detached floats'
@@ -158,16 +180,21 @@ class LossParts:
     sim_valid: torch.Tensor
     sim_same: torch.Tensor
     consistency: torch.Tensor  # L_cons (computed, and logged, whatever its weight)
+    distill: torch.Tensor | None = None  # L_distill, when a teacher was given
 
 
 def tfc_loss(logits: torch.Tensor, similarity: torch.Tensor, labels: torch.Tensor,
              bce_weight: float = 1.0, gamma: float = 1.0, seg_kind: str = "ce",
-             weights: torch.Tensor | None = None, consistency_weight: float = 0.0) -> LossParts:
-    """L = L_seg + bce_weight * L_bce + consistency_weight * L_cons for one clip batch (the
-    paper: bce_weight 1, no L_cons).
+             weights: torch.Tensor | None = None, consistency_weight: float = 0.0,
+             teacher: torch.Tensor | None = None, distill_weight: float = 0.0,
+             msda_threshold: float = 0.0) -> LossParts:
+    """L = L_seg + bce_weight * L_bce + consistency_weight * L_cons + distill_weight *
+    L_distill for one clip batch (the paper: bce_weight 1, no L_cons, no L_distill).
 
-    logits [B, T, K, h, w], similarity [B, T-1, h, w] (raw cosine), labels [B, T, H, W].
-    A clip of one frame (T = 1) has no similarity term.
+    logits [B, T, K, h, w], similarity [B, T-1, h, w] (raw cosine), labels [B, T, H, W];
+    teacher [B, T-1, K, h, w] (per-frame SegFormer's logits of frames 1..T-1) for L_distill over
+    the points with similarity < msda_threshold. A clip of one frame (T = 1) has no similarity
+    term.
     """
     seg = segmentation_loss(logits, labels, seg_kind, weights)
     if similarity.shape[1] == 0:
@@ -189,4 +216,11 @@ def tfc_loss(logits: torch.Tensor, similarity: torch.Tensor, labels: torch.Tenso
     total = seg + bce_weight * bce
     if consistency_weight:
         total = total + consistency_weight * cons
-    return LossParts(total, seg.detach(), bce.detach(), correct, n_valid, same, cons.detach())
+    distill = None
+    if teacher is not None:
+        select = (similarity < msda_threshold).flatten(0, 1)  # [B*(T-1), h, w]
+        distill = distillation_loss(logits[:, 1:].flatten(0, 1), teacher.flatten(0, 1), select)
+        if distill_weight:
+            total = total + distill_weight * distill
+        distill = distill.detach()
+    return LossParts(total, seg.detach(), bce.detach(), correct, n_valid, same, cons.detach(), distill)
