@@ -10,12 +10,18 @@ as good as MSDA off at the same p in mIoU and mVC8 (the issue's rule for shippin
 all above a stability floor: --min-mvc8, or with --over-segformer D per-frame SegFormer's
 mVC8 (without label hysteresis) + D. None reaches the floor -> the same choice without it.
 
+Label hysteresis (`tfcseg.postprocess.LabelHysteresis`) is part of the grid with --hysteresis
+M:Q,...: each pair is a margin M and the power Q of motion-aware hysteresis (0: the same margin
+everywhere), and every setting above runs under each pair; MSDA on is compared with MSDA off at
+the same p and hysteresis. Without it, every run uses the model's own hysteresis.
+
     python scripts/calibrate_msda.py --model weights --data-root ../shared/data/camvid \
-        --powers 1,4,8 --thresholds 0.6,0.7,0.8 --gates 0,3,6,10 --over-segformer 0.03 \
-        --json msda_calibration.json
+        --powers 8,16 --thresholds 0.6,0.65,0.7 --gates 6,8 --hysteresis 0.75:0,1:3,1:4 \
+        --over-segformer 0.03 --json msda_calibration.json
 
 With --write, the choice is written into the model folder's config.json ("msda",
-"msda_threshold", "msda_gate" and "interpolation_power" of "tfc"), atomically.
+"msda_threshold", "msda_gate" and "interpolation_power" of "tfc", and with --hysteresis
+"label_hysteresis" and "label_hysteresis_power"), atomically.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from tfcseg.errors import check_power
+from tfcseg.errors import check_hysteresis_power, check_margin, check_power
 from tfcseg.evaluate import evaluate_model
 from tfcseg.hub.resolve import load_model, resolve_model_source
 from tfcseg.io.atomic import atomic_write_text
@@ -35,24 +41,46 @@ from tfcseg.models.config import CONFIG_NAME
 KEYS = ("miou", "wiou", "mvc8", "mvc16", "flicker", "msda_share", "fps")
 
 
+def _group(row: dict) -> tuple:
+    """What an MSDA-on row is compared within: its power and its hysteresis (if the grid has one)."""
+    return row["power"], tuple(row["hysteresis"]) if row.get("hysteresis") is not None else None
+
+
 def choose(rows: list[dict], max_share: float, min_mvc8: float = 0.0) -> dict | None:
-    """The "tfc" settings the rows support (see the module docstring), or None where no row
-    reaches min_mvc8. Rows: {"power", "msda" ("off" or a threshold), "gate", "miou", "mvc8",
-    "msda_share"}, with an "off" row for every power. Candidates: the MSDA-on rows that meet
-    the rule against MSDA off at their power, and every MSDA-off row; the one of highest mIoU
-    wins (ties: MSDA on, as the rule says, then the smaller share)."""
-    offs = {r["power"]: r for r in rows if r["msda"] == "off"}
+    """The settings the rows support (see the module docstring), or None where no row reaches
+    min_mvc8. Rows: {"power", "msda" ("off" or a threshold), "gate", "miou", "mvc8",
+    "msda_share"} and optionally "hysteresis" [margin, power], with an "off" row for every
+    power (and hysteresis). Candidates: the MSDA-on rows that meet the rule against MSDA off at
+    their power and hysteresis, and every MSDA-off row; the one of highest mIoU wins (ties:
+    MSDA on, as the rule says, then the smaller share). The result holds the "tfc" settings,
+    and "label_hysteresis" and "label_hysteresis_power" where the rows have a hysteresis."""
+    offs = {_group(r): r for r in rows if r["msda"] == "off"}
     stable = [r for r in rows if r["mvc8"] >= min_mvc8]
     ok = [r for r in stable if r["msda"] == "off" or (
         (r["msda_share"] or 0) <= max_share
-        and r["miou"] >= offs[r["power"]]["miou"] and r["mvc8"] >= offs[r["power"]]["mvc8"])]
+        and r["miou"] >= offs[_group(r)]["miou"] and r["mvc8"] >= offs[_group(r)]["mvc8"])]
     if not ok:
         return None
     best = max(ok, key=lambda r: (r["miou"], r["msda"] != "off", -(r["msda_share"] or 0)))
     if best["msda"] == "off":
-        return {"msda": False, "interpolation_power": best["power"]}
-    return {"msda": True, "msda_threshold": float(best["msda"]), "msda_gate": best["gate"],
-            "interpolation_power": best["power"]}
+        out = {"msda": False, "interpolation_power": best["power"]}
+    else:
+        out = {"msda": True, "msda_threshold": float(best["msda"]), "msda_gate": best["gate"],
+               "interpolation_power": best["power"]}
+    if best.get("hysteresis") is not None:
+        out["label_hysteresis"], out["label_hysteresis_power"] = best["hysteresis"]
+    return out
+
+
+def parse_hysteresis(text: str | None) -> list[tuple[float, float]] | None:
+    """--hysteresis "M:Q,M:Q" -> [(margin, power), ...] (checked); None -> None."""
+    if text is None:
+        return None
+    pairs = []
+    for item in text.split(","):
+        margin, _, power = item.partition(":")
+        pairs.append((check_margin(float(margin), "hysteresis"), check_hysteresis_power(float(power or 0))))
+    return pairs
 
 
 def main() -> None:
@@ -64,6 +92,8 @@ def main() -> None:
     ap.add_argument("--thresholds", default="0.3,0.4,0.5,0.6,0.7,0.8")
     ap.add_argument("--gates", default="0", help="comma-separated msda_gate values (0: no gate)")
     ap.add_argument("--powers", default=None, help="comma-separated interpolation powers (default: the config's)")
+    ap.add_argument("--hysteresis", default=None, metavar="M:Q,...",
+                    help="label hysteresis margins M with motion-aware powers Q (default: the model's own)")
     ap.add_argument("--max-share", type=float, default=0.25)
     ap.add_argument("--min-mvc8", type=float, default=0.0, help="mVC8 floor (a fraction: 0.949)")
     ap.add_argument("--over-segformer", type=float, default=None, metavar="D",
@@ -87,16 +117,21 @@ def main() -> None:
               f"mVC8 floor {args.min_mvc8:.4f}", flush=True)
     for p in powers:
         check_power(p)  # before any run
-    settings = []  # (power, "off" or the threshold, gate, evaluate_model's options)
-    for p in powers:
-        settings += [(p, "off", None, dict(msda=False, interpolation_power=p))]
-        settings += [(p, t, float(g), dict(msda=float(t), msda_gate=float(g), interpolation_power=p))
-                     for t in args.thresholds.split(",") for g in args.gates.split(",")]
-    for power, name, gate, options in settings:
+    hystereses = parse_hysteresis(args.hysteresis) or [None]
+    settings = []  # (power, "off" or the threshold, gate, hysteresis, evaluate_model's options)
+    for h in hystereses:
+        own = {} if h is None else dict(hysteresis=h[0], hysteresis_power=h[1])
+        for p in powers:
+            settings += [(p, "off", None, h, dict(msda=False, interpolation_power=p, **own))]
+            settings += [(p, t, float(g), h, dict(msda=float(t), msda_gate=float(g), interpolation_power=p, **own))
+                         for t in args.thresholds.split(",") for g in args.gates.split(",")]
+    for power, name, gate, h, options in settings:
         with torch.inference_mode():
             m = evaluate_model(model, args.data_root, split=args.split, mode="tfc",
                                keyframe_interval=args.keyframe_interval, progress=False, **options)
         row = {"power": power, "msda": name, "gate": gate, **{k: m.get(k) for k in KEYS}}
+        if h is not None:
+            row["hysteresis"] = list(h)
         rows.append(row)
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
@@ -104,11 +139,13 @@ def main() -> None:
     if picked is None:
         print(f"no setting reaches the mVC8 floor {args.min_mvc8:.4f}: choosing without it")
         picked = choose(rows, args.max_share)
+    said = (f", label hysteresis {picked['label_hysteresis']:g} (power {picked['label_hysteresis_power']:g})"
+            if "label_hysteresis" in picked else "")
     if picked["msda"]:
         print(f"choice: p {picked['interpolation_power']:g}, MSDA on at threshold {picked['msda_threshold']:g}, "
-              f"gate {picked['msda_gate']:g}")
+              f"gate {picked['msda_gate']:g}{said}")
     else:
-        print(f"choice: p {picked['interpolation_power']:g}, MSDA off (no MSDA setting qualifies)")
+        print(f"choice: p {picked['interpolation_power']:g}, MSDA off (no MSDA setting qualifies){said}")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"keyframe_interval": args.keyframe_interval,
                                                  "max_share": args.max_share, "min_mvc8": args.min_mvc8,
@@ -118,7 +155,9 @@ def main() -> None:
         folder = resolve_model_source(args.model)
         path = folder / CONFIG_NAME
         data = json.loads(path.read_text())
+        top = {k: picked.pop(k) for k in ("label_hysteresis", "label_hysteresis_power") if k in picked}
         data["tfc"].update(picked)
+        data.update(top)
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
         print(f"wrote {path}")
 

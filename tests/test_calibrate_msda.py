@@ -50,3 +50,26 @@ def test_msda_on_at_a_lower_power_when_it_is_the_most_accurate():
 def test_msda_off_when_nothing_qualifies_at_the_most_accurate_power():
     rows = [r for r in ROWS if r["msda"] in ("off", "0.8") or r["gate"] == 6.0 and r["msda"] == "0.6"]
     assert calibrate.choose(rows, 0.25) == {"msda": False, "interpolation_power": 4.0}
+
+
+def test_hysteresis_is_part_of_the_grid_and_msda_is_compared_within_it():
+    def row(h, msda, miou, mvc8, share=None):
+        return {**_row(8.0, msda, 6.0 if msda != "off" else None, miou, mvc8, share), "hysteresis": h}
+
+    rows = [
+        row([0.75, 0.0], "off", 0.581, 0.964), row([0.75, 0.0], "0.6", 0.588, 0.9643, 0.07),
+        row([1.0, 4.0], "off", 0.588, 0.9606), row([1.0, 4.0], "0.6", 0.5927, 0.9606, 0.07),
+        # more accurate still, but below MSDA off under its own hysteresis in mVC8
+        row([1.0, 6.0], "off", 0.589, 0.9590), row([1.0, 6.0], "0.6", 0.5935, 0.9585, 0.07),
+    ]
+    assert calibrate.choose(rows, 0.25) == {"msda": True, "msda_threshold": 0.6, "msda_gate": 6.0,
+                                            "interpolation_power": 8.0, "label_hysteresis": 1.0,
+                                            "label_hysteresis_power": 4.0}
+    # a stability floor above it leaves the uniform margin
+    assert calibrate.choose(rows, 0.25, min_mvc8=0.962)["label_hysteresis_power"] == 0.0
+    assert calibrate.parse_hysteresis("0.75:0,1:4,0.5") == [(0.75, 0.0), (1.0, 4.0), (0.5, 0.0)]
+    assert calibrate.parse_hysteresis(None) is None
+    import pytest
+
+    with pytest.raises(ValueError, match="hysteresis_power -1.0"):
+        calibrate.parse_hysteresis("1:-1")

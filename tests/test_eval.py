@@ -379,6 +379,15 @@ def test_cli_eval_hysteresis(data, tmp_path, capsys):
                                   "--mode", "segformer", "--hysteresis", h)
         assert runs[h]["label_hysteresis"] == float(h)
     assert "label hysteresis" in out and "1000" in out
+    assert runs["1000"]["label_hysteresis_power"] == 0.0
+    # motion-aware: the margin scaled by the similarity to the previous frame ^ Q
+    moving, out = _eval_json(capsys, data, tmp_path / "m", tmp_path / "q.json", "--mode", "segformer",
+                             "--hysteresis", "1000", "--hysteresis-power", "2")
+    assert moving["label_hysteresis_power"] == 2.0 and "previous frame ^ 2" in out
+    assert runs["1000"]["flicker"] < moving["flicker"]  # the margin fades where the frames differ
+    rc = main(["eval", "--data-root", str(data), "-m", str(tmp_path / "m"), "--hysteresis-power", "-1", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--hysteresis-power -1.0: expected a power >= 0" in " ".join(err.split()) and "Traceback" not in err
     assert runs["0"]["flicker"] > 0 and runs["1000"]["flicker"] < runs["0"]["flicker"]
     model.config.label_hysteresis = 1000.0
     save_checkpoint(model, tmp_path / "m2")

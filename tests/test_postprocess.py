@@ -59,3 +59,30 @@ def test_label_hysteresis_by_hand():
     assert LabelHysteresis(0.0)(second) is second
     with pytest.raises(ValueError, match="margin >= 0"):
         LabelHysteresis(-1.0)
+
+
+def test_motion_aware_hysteresis_by_hand():
+    """power q > 0: the margin at a point is margin * clamp(s, 0, 1)^q, s the similarity to the
+    previous frame; q = 0 is the same margin everywhere."""
+    from tfcseg.postprocess import LabelHysteresis
+
+    first = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [2.0, 3.0, 1.0]]).reshape(1, 3, 1, 3)  # labels 2
+    # class 0 leads the held class 2 by 0.5, 0.4 and 0.5
+    second = torch.tensor([[2.5, 3.4, 1.5], [0.0, 0.0, 0.0], [2.0, 3.0, 1.0]]).reshape(1, 3, 1, 3)
+    similarity = torch.tensor([[1.0, 0.5, -0.3]])  # unchanged, half, changed (clamped to 0)
+    hold = LabelHysteresis(2.0, power=2.0)
+    assert hold.needs_similarity and not hold.holding
+    hold(first)  # nothing held yet: no similarity needed
+    assert hold.holding
+    out = hold(second, similarity)
+    # margins 2 * (1, 0.25, 0) = (2, 0.5, 0): the first two hold class 2, the last lets class 0 in
+    assert torch.allclose(out - second, torch.tensor([[0.0] * 3, [0.0] * 3, [2.0, 0.5, 0.0]]).reshape(1, 3, 1, 3))
+    assert out[0].argmax(0).flatten().tolist() == [2, 2, 0]
+    with pytest.raises(ValueError, match="needs the frame's similarity"):
+        hold(second)
+    uniform = LabelHysteresis(2.0)
+    uniform(first)
+    assert not uniform.needs_similarity and not LabelHysteresis(0.0, power=4.0).needs_similarity
+    assert torch.equal(uniform(second, similarity), second + torch.tensor([0.0, 0.0, 2.0]).reshape(1, 3, 1, 1))
+    with pytest.raises(ValueError, match="hysteresis_power -1.0: expected a power >= 0"):
+        LabelHysteresis(1.0, power=-1.0)

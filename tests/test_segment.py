@@ -378,6 +378,15 @@ def test_msda_choice_reaches_the_summary(tmp_path, ckpt, capsys):
         assert h["label_hysteresis"] == float(margin) and "label hysteresis" in out
         flicker[margin] = h["flicker"]
     assert flicker["0"] > 0 and flicker["1000"] < flicker["0"]
+    assert h["label_hysteresis_power"] == 0.0
+    code, out, err = run_cli(capsys, src, "-o", tmp_path / "h.mp4", "--model", ckpt, "--hysteresis", "1000",
+                             "--hysteresis-power", "3", "--overwrite", "--json", tmp_path / "q.json")
+    assert code == 0, err
+    q = json.loads((tmp_path / "q.json").read_text())
+    assert q["label_hysteresis_power"] == 3.0 and "previous frame ^ 3" in out
+    assert flicker["1000"] < q["flicker"]  # the margin fades where the frames differ
+    code, out, err = run_cli(capsys, src, "--model", ckpt, "--hysteresis-power", "nan")
+    assert code == 2 and "--hysteresis-power nan: expected a power >= 0" in err and "Traceback" not in err
     code, out, err = run_cli(capsys, src, "--model", ckpt, "--hysteresis", "-1")
     assert code == 2 and "--hysteresis -1.0: expected a logit margin >= 0" in err and "Traceback" not in err
     code, out, err = run_cli(capsys, src, "--model", ckpt, "--msda", "sometimes")

@@ -168,6 +168,47 @@ def test_label_hysteresis_holds_labels_until_a_new_class_leads(mode):
     assert VideoSegmenter(model, hysteresis=np.float32(0.5)).hysteresis.margin == 0.5
 
 
+@pytest.mark.parametrize("mode", ["segformer", "tfc"])
+def test_motion_aware_hysteresis_scales_the_margin_by_the_similarity_to_the_previous_frame(mode):
+    """hysteresis_power q: the labels are those of LabelHysteresis applied by hand to the plain
+    logits with each frame's similarity to the previous frame (the cosine of their level-2
+    features: `frame_units`); on a still video (similarity 1) the same as q = 0."""
+    from tfcseg.postprocess import LabelHysteresis, labels_from_logits
+
+    model = _model()
+    frames = list(_video(7))
+    plain = list(VideoSegmenter(model, keyframe_interval=3, mode=mode, short_side=0,
+                                hysteresis=0.0).segment(frames, return_logits=True))
+    seg = VideoSegmenter(model, keyframe_interval=3, mode=mode, short_side=0, hysteresis=0.5, hysteresis_power=3.0)
+    assert seg.hysteresis.power == 3.0
+    got = [r.labels for r in seg.segment(frames)]
+    hold, prev, moved = LabelHysteresis(0.5, 3.0), None, 0
+    with torch.no_grad():
+        for frame, r, labels in zip(frames, plain, got):
+            x1, x2 = model.low_level(preprocess(frame, (48, 80), torch.device("cpu"), torch.float32))
+            units = model.frame_units(x1, x2)
+            s = None if prev is None else model.units_similarity(prev, units, tuple(x1.shape[-2:]))
+            moved += s is not None and bool((s < 0.99).any())
+            ref = labels_from_logits(hold(r.logits_lowres[None], s), (48, 80))[0].numpy()
+            assert np.array_equal(labels, ref)
+            prev = units
+    assert moved >= 3  # the video moves: the margins really differ from point to point
+    uniform = [r.labels for r in VideoSegmenter(model, keyframe_interval=3, mode=mode, short_side=0,
+                                                hysteresis=0.5).segment(frames)]
+    assert any(not np.array_equal(a, b) for a, b in zip(got, uniform))
+    still = [frames[0]] * 4
+    a = [r.labels for r in VideoSegmenter(model, keyframe_interval=3, mode=mode, short_side=0, hysteresis=0.5,
+                                          hysteresis_power=3.0).segment(still)]
+    b = [r.labels for r in VideoSegmenter(model, keyframe_interval=3, mode=mode, short_side=0,
+                                          hysteresis=0.5).segment(still)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    model.config.label_hysteresis_power = 2.0  # the default comes from the config
+    assert VideoSegmenter(model, short_side=0).hysteresis.power == 2.0
+    model.config.label_hysteresis_power = 0.0
+    with pytest.raises(TfcsegError, match="hysteresis_power -1: expected"):
+        VideoSegmenter(model, hysteresis=1.0, hysteresis_power=-1)
+
+
 def test_label_hysteresis_lets_go_at_a_scene_cut():
     """An auto keyframe on a change labels the new scene as SegFormer does, however large
     the margin: the held labels belong to the old scene."""

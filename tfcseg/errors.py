@@ -91,3 +91,15 @@ def check_margin(value, name: str) -> float | None:
     if not is_margin(value):
         raise OptionError(f"{name} {value}: expected a logit margin >= 0 (0: off)", options=(name,))
     return float(value)
+
+
+def check_hysteresis_power(value) -> float | None:
+    """None (use the default), or `value` as the power of motion-aware label hysteresis
+    (`postprocess.LabelHysteresis`: a real number >= 0, 0 = the same margin everywhere); an
+    `OptionError` naming `hysteresis_power` otherwise."""
+    if value is None:
+        return None
+    if not is_margin(value):
+        raise OptionError(f"hysteresis_power {value}: expected a power >= 0 (0: the same margin everywhere)",
+                          options=("hysteresis_power",))
+    return float(value)

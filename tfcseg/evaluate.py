@@ -26,7 +26,8 @@ None), short_side, keyframes, keyframe_share (share of frames run as keyframes),
 keyframes_on_change (auto: keyframes chosen by the similarity), mean_keyframe_interval (mean
 gap between consecutive keyframes within a video), msda_share (mean share of points sparse
 MSDA updated on non-keyframes), msda_threshold and msda_gate (None where MSDA did not run),
-interpolation_power (p of the soft weight; None without one), label_hysteresis (the margin
+interpolation_power (p of the soft weight; None without one), label_hysteresis_power (q of
+motion-aware hysteresis, 0: the same margin everywhere), label_hysteresis (the margin
 used; 0: off).
 """
 
@@ -44,7 +45,7 @@ import numpy as np
 
 from .data.masks import DataWarning, UnreadableFileError, read_mask, remap_label, write_labels
 from .data.vspw import VSPWDataset
-from .errors import TfcsegError, check_power
+from .errors import TfcsegError, check_hysteresis_power, check_margin, check_power
 from .metrics import ConfusionMatrix, FlickerRate, VideoConsistency
 from .runtime import MODES
 
@@ -181,6 +182,7 @@ def evaluate_model(
     msda: bool | float | None = None,
     msda_gate: float | None = None,
     hysteresis: float | None = None,
+    hysteresis_power: float | None = None,
     interpolation_power: float | None = None,
 ) -> dict[str, Any]:
     """Run `model` (a `TFCSegFormer`, on its own device) over every video of a split and
@@ -199,6 +201,8 @@ def evaluate_model(
     `tfcseg.segmenter.with_msda`); msda_gate: the margin a label change by MSDA needs
     (None: the config's; `TFCOptions.msda_gate`). hysteresis: label hysteresis margin (None:
     the model's `label_hysteresis`; 0: off; see `tfcseg.postprocess.LabelHysteresis`).
+    hysteresis_power: q of motion-aware hysteresis (None: the model's `label_hysteresis_power`;
+    0: the same margin everywhere).
     interpolation_power: p of the soft interpolation weight (None: the config's;
     `TFCOptions.interpolation_power`). Frames with a missing or unreadable file are skipped with a
     `DataWarning`.
@@ -216,6 +220,8 @@ def evaluate_model(
                     max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval)
     keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before reading any data
     check_power(interpolation_power)
+    check_margin(hysteresis, "hysteresis")
+    check_hysteresis_power(hysteresis_power)
     dataset = VSPWDataset(root, split)
     if model.num_classes != dataset.num_classes:
         raise TfcsegError(
@@ -225,6 +231,7 @@ def evaluate_model(
         segmenter = VideoSegmenter(model, keyframe_interval=keyframe_interval, mode=mode,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
                                    msda=msda, msda_gate=msda_gate, hysteresis=hysteresis,
+                                   hysteresis_power=hysteresis_power,
                                    interpolation_power=interpolation_power, **schedule)
     except TfcsegError:
         raise
@@ -295,6 +302,7 @@ def evaluate_model(
         "msda_gate": segmenter.msda_gate,
         "interpolation_power": segmenter.interpolation_power,
         "label_hysteresis": segmenter.hysteresis.margin,
+        "label_hysteresis_power": segmenter.hysteresis.power,
     })
     return out
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import check_margin
+from .errors import check_hysteresis_power, check_margin
 
 
 # Above this share of mixed low-res cells, full interpolation is cheaper than gathering.
@@ -85,29 +85,56 @@ class LabelHysteresis:
     Per frame, the previous frame's labels at the 1/4 map (what the logits are) get `margin`
     added to their logit before the argmax and the upsampling, so a label changes only where
     the new evidence is decisive, and near-ties (which flip back and forth between frames,
-    what makes an overlay boil) hold still. Motion is not compensated: a boundary that moves
-    keeps its old side until the new class leads by `margin`, so too large a margin lags
-    moving objects (`tfcseg eval` measures the trade: mIoU against mVC and flicker). Labels
-    are held per video: `reset()` at a new video, and a frame of another size starts afresh.
-    Not part of TFC: it works the same on per-frame SegFormer.
+    what makes an overlay boil) hold still. Labels are held per video: `reset()` at a new
+    video, and a frame of another size starts afresh. Not part of TFC: it works the same on
+    per-frame SegFormer.
+
+    Motion: with `power` q = 0 the margin is the same everywhere, and a boundary that moves
+    keeps its old side until the new class leads by `margin`, so too large a margin lags moving
+    objects. With q > 0 (motion-aware, tfcseg's addition) the margin at a point is
+    margin * clamp(s, 0, 1)^q, where s [h4, w4] is the cosine similarity of the frame's
+    features to the previous frame's at that point (given with each frame, `needs_similarity`):
+    labels are held where the picture stayed the same (s near 1) and follow the model where
+    it changed. `tfcseg eval` measures the trade: mIoU against mVC and flicker.
     """
 
-    def __init__(self, margin: float) -> None:
+    def __init__(self, margin: float, power: float = 0.0) -> None:
         self.margin = float(check_margin(margin, "hysteresis"))
+        self.power = float(check_hysteresis_power(power))
         self._held: torch.Tensor | None = None  # [h4, w4] long: the previous frame's labels
+
+    @property
+    def needs_similarity(self) -> bool:
+        """Whether each frame's call needs its similarity to the previous frame."""
+        return self.margin > 0 and self.power > 0
 
     def reset(self) -> None:
         self._held = None
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+    @property
+    def holding(self) -> bool:
+        """Whether labels are held (the next frame's margin applies)."""
+        return self._held is not None
+
+    def __call__(self, logits: torch.Tensor, similarity: torch.Tensor | None = None) -> torch.Tensor:
         """logits [1, K, h4, w4] -> the same with the held labels' logits raised by the margin
-        (a new tensor; `logits` is left alone). The result's argmax becomes the held labels."""
+        (a new tensor; `logits` is left alone). The result's argmax becomes the held labels.
+        `similarity` [h4, w4] (or [1, h4, w4]): the frame's similarity to the previous frame,
+        needed when `needs_similarity` and labels are held."""
         if self.margin == 0:
             return logits
         if logits.shape[0] != 1:
             raise ValueError(f"label hysteresis runs on one frame at a time, not {logits.shape[0]}")
         held = self._held
         if held is not None and tuple(held.shape) == tuple(logits.shape[-2:]) and held.device == logits.device:
-            logits = logits.scatter_add(1, held[None, None], logits.new_full((1, 1, *held.shape), self.margin))
+            if self.power > 0:
+                if similarity is None:
+                    raise ValueError("motion-aware hysteresis (power > 0) needs the frame's similarity to the "
+                                     "previous frame")
+                sim = similarity.reshape(held.shape).to(logits.device, logits.dtype)
+                margin = sim.clamp(0.0, 1.0).pow(self.power).mul_(self.margin)[None, None]
+            else:
+                margin = logits.new_full((1, 1, *held.shape), self.margin)
+            logits = logits.scatter_add(1, held[None, None], margin)
         self._held = logits[0].argmax(0)
         return logits

@@ -44,7 +44,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from .errors import TfcsegError, check_margin, check_power
+from .errors import TfcsegError, check_hysteresis_power, check_margin, check_power
 from .data.masks import write_labels
 from .io.atomic import AtomicFolder, is_temporary, sweep_stale
 from .io.overlay import OverlayRenderer
@@ -269,6 +269,7 @@ def segment_video(
     msda_gate: float | None = None,
     hysteresis: float | None = None,
     interpolation_power: float | None = None,
+    hysteresis_power: float | None = None,
 ) -> dict[str, Any]:
     """Segment `input` (a video file, a folder of frames, a glob, a URL or a camera) into an
     overlay video.
@@ -301,8 +302,10 @@ def segment_video(
     on, or on at a similarity threshold (`tfcseg.segmenter.with_msda`); `msda_gate`: the
     margin a label change by MSDA needs (None: the config's). `hysteresis`: the logit margin
     by which a new class must lead a pixel's previous label to replace it (None: the model's
-    `label_hysteresis`; 0: off; `tfcseg.postprocess.LabelHysteresis`). `interpolation_power`:
-    p of the soft interpolation weight (None: the config's; `TFCOptions.interpolation_power`).
+    `label_hysteresis`; 0: off; `tfcseg.postprocess.LabelHysteresis`). `hysteresis_power`: q of
+    motion-aware hysteresis (None: the model's `label_hysteresis_power`; 0: the same margin
+    everywhere). `interpolation_power`: p of the soft interpolation weight (None: the config's;
+    `TFCOptions.interpolation_power`).
     """
     if mode not in MODES:
         raise TfcsegError(f"mode {mode}: choose one of {', '.join(MODES)}", options=("mode",))
@@ -325,6 +328,7 @@ def segment_video(
         raise TfcsegError(f"opacity must be between 0 and 1, not {opacity}", options=("opacity",))
     start_s, end_s = parse_time(start, "--start"), parse_time(end, "--end")
     check_margin(hysteresis, "hysteresis")
+    check_hysteresis_power(hysteresis_power)
     check_margin(msda_gate, "msda_gate")
     check_power(interpolation_power)
 
@@ -371,6 +375,7 @@ def segment_video(
         segmenter = VideoSegmenter(net, keyframe_interval=keyframe_interval, mode=mode, device=dev,
                                    short_side=short_side, precision=precision, backend=backend, threads=threads,
                                    msda=msda, msda_gate=msda_gate, hysteresis=hysteresis,
+                                   hysteresis_power=hysteresis_power,
                                    interpolation_power=interpolation_power, **schedule)
     except TfcsegError:
         raise
@@ -485,6 +490,7 @@ def segment_video(
         "msda_gate": segmenter.msda_gate,
         "interpolation_power": segmenter.interpolation_power,
         "label_hysteresis": segmenter.hysteresis.margin,
+        "label_hysteresis_power": segmenter.hysteresis.power,
         "precision": precision,
         "backend": backend,
         "threads": segmenter.tuner.current if segmenter.tuner is not None else None,

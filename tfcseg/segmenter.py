@@ -244,7 +244,7 @@ class VideoSegmenter:
                  min_keyframe_interval: int | None = None, threads: int | str | None = "auto",
                  backend: str | None = None, msda: bool | float | None = None,
                  msda_gate: float | None = None, hysteresis: float | None = None,
-                 interpolation_power: float | None = None) -> None:
+                 interpolation_power: float | None = None, hysteresis_power: float | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         interval, policy = keyframe_schedule(
@@ -300,7 +300,15 @@ class VideoSegmenter:
         if threads is not None and threads != "auto" and (not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be auto, None or a count >= 1, not {threads!r}")
         self.threads = threads
-        self.hysteresis = LabelHysteresis(model.config.label_hysteresis if hysteresis is None else hysteresis)
+        cfg = model.config
+        self.hysteresis = LabelHysteresis(
+            cfg.label_hysteresis if hysteresis is None else hysteresis,
+            cfg.label_hysteresis_power if hysteresis_power is None else hysteresis_power)
+        if (backend == "onnxruntime" and self.hysteresis.needs_similarity
+                and not getattr(self.model, "has_frame_units", False)):
+            raise ValueError(f"{self.model.folder}: this ONNX export predates motion-aware label hysteresis "
+                             "(it does not return a frame's features); export the model again, or use "
+                             "hysteresis_power 0")
         # the thread-count chooser (CPU only; kept across reset(): the machine's load is not the video's)
         self.tuner: ThreadTuner | None = None
         if self.device.type == "cpu" and threads is not None and backend == "pytorch":
@@ -312,6 +320,9 @@ class VideoSegmenter:
         self._state: KeyframeState | None = None  # the current keyframe's state
         self._since_key = 0  # frames since the current keyframe
         self._index = 0  # frames seen since the start / last reset
+        # the previous frame's unit features (`TFCSegFormer.frame_units`, rows [h4*w4, r]), kept
+        # only for motion-aware hysteresis
+        self._prev_units: torch.Tensor | None = None
         self.hysteresis.reset()
 
     def _keyframe_due(self, size: tuple[int, int]) -> str | None:
@@ -347,6 +358,12 @@ class VideoSegmenter:
             return None
         return self.options.interpolation_power
 
+    def _keyframe_units(self) -> torch.Tensor:
+        """The current keyframe's unit features as rows [h4*w4, r] (either backend)."""
+        if self.backend == "pytorch":
+            return self.model.frame_units(self._state.x1, self._state.x2, self.options, state=self._state)
+        return self.model.keyframe_units(self._state)
+
     def segment(self, frames: Iterable[np.ndarray], *,
                 return_logits: bool = False) -> Iterator[FrameResult]:
         """One `FrameResult` per frame, as the frames come (the session continues across
@@ -375,13 +392,19 @@ class VideoSegmenter:
         reason = self._keyframe_due(size)  # known before running anything; else None
         share, changed = 0.0, None
         amp = PRECISIONS[self.precision]
+        # motion-aware hysteresis: this frame's unit features, for its similarity to the previous
+        # frame's (rows [h4*w4, r]; at a TFC keyframe they are the ones its non-keyframes use)
+        need_units = self.hysteresis.needs_similarity
+        units = None
         with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
             if reason is not None:
                 self._state = None  # free the old state before building the new one
                 logits, self._state = self.model.keyframe(pixels)
+                if need_units:
+                    units = self._keyframe_units()
             elif self.backend != "pytorch":  # whole-frame graphs: the similarity comes with a non-keyframe
                 logits, info = self.model.non_keyframe(pixels, self._state, self.options)
-                share = info.msda_share
+                share, units = info.msda_share, info.units
                 if self.policy is not None:
                     changed = self.policy.changed_share(info.similarity)
                     if (self._since_key >= self.policy.min_keyframe_interval
@@ -393,8 +416,12 @@ class VideoSegmenter:
             else:
                 x1, x2 = self.model.low_level(pixels)
                 similarity = None
+                if need_units or self.policy is not None:
+                    # computed once: for the similarity to the keyframe and to the previous frame
+                    units = self.model.frame_units(x1, x2, self.options)
+                    key_units = self.model.frame_units(x1, x2, self.options, state=self._state)
+                    similarity = self.model.units_similarity(key_units, units, (x1.shape[0], *x1.shape[-2:]))
                 if self.policy is not None:
-                    similarity = self.model.similarity(x1, x2, self._state, self.options)
                     changed = self.policy.changed_share(similarity)
                     if (self._since_key >= self.policy.min_keyframe_interval
                             and changed > self.policy.keyframe_changed_share):
@@ -402,6 +429,8 @@ class VideoSegmenter:
                 if reason is not None:  # this frame is the keyframe: its stages 1-2 reused
                     self._state = None
                     logits, self._state = self.model.keyframe_from_low_level(size, x1, x2)
+                    if units is not None:  # its non-keyframes' unit features: these very rows
+                        self._state.cache[f"unit{self.options.similarity_level}"] = units
                 else:
                     logits, info = self.model.non_keyframe_from_low_level(
                         x1, x2, self._state, self.options, similarity)
@@ -409,13 +438,20 @@ class VideoSegmenter:
         is_key = reason is not None
         if reason in ("size", "change"):  # another picture: the held labels are not its labels
             self.hysteresis.reset()
+        motion = None  # [h4, w4]: the similarity to the previous frame (motion-aware hysteresis)
+        if need_units:
+            if reason == "change" and self.backend != "pytorch":
+                units = self._keyframe_units()
+            prev, self._prev_units = self._prev_units, units
+            if self.hysteresis.holding and prev is not None and prev.shape == units.shape:
+                motion = TFCSegFormer.units_similarity(prev, units, tuple(logits.shape[-2:]))
         self._since_key = 1 if is_key else self._since_key + 1
         if not self._nonfinite_seen and not bool(torch.isfinite(logits).all()):
             self._nonfinite_seen = True  # said once per session
             why = "broken weights?" if self.precision == "fp32" else f"broken weights, or {self.precision} overflowing?"
             warnings.warn(f"frame {self._index}: the model's output holds NaN or Inf ({why}); the labels of "
                           "those pixels are meaningless", RuntimeWarning, stacklevel=2)
-        labels = labels_from_logits(self.hysteresis(logits.float()), (height, width))[0]  # [H, W], frame size
+        labels = labels_from_logits(self.hysteresis(logits.float(), motion), (height, width))[0]  # [H, W], frame size
         dtype = torch.uint8 if self.model.num_classes <= 255 else torch.int32
         result = FrameResult(
             index=self._index, labels=labels.to(dtype).cpu().numpy(), is_keyframe=is_key,

@@ -75,7 +75,7 @@ def test_export_folder_and_graphs(exports, msda):
         assert dims[2].dim_param == "height" and dims[3].dim_param == "width"  # any size
         graphs[name] = graph
     assert [o.name for o in graphs["keyframe"].graph.output] == entry["state"]
-    assert [o.name for o in graphs["non_keyframe"].graph.output] == ["logits", "similarity", "msda_share"]
+    assert [o.name for o in graphs["non_keyframe"].graph.output] == ["logits", "similarity", "msda_share", "unit"]
     ops = {n.op_type for n in graphs["non_keyframe"].graph.node}
     if msda:
         assert entry["state"][3:] == ["value3", "value4"]
@@ -233,6 +233,26 @@ def test_eval_and_benchmark_on_both_backends(exports, tmp_path, capsys):
     assert set(r["modes"]) == {"tfc", "reuse", "segformer"} and r["providers"] == ["CPUExecutionProvider"]
     for m in r["modes"].values():
         assert m["fps"] > 0 and m["vs_pytorch"] > 0 and m["label_agreement_vs_pytorch"] >= 0.999
+
+
+@pytest.mark.parametrize("mode", ["tfc", "segformer"])
+def test_motion_aware_hysteresis_on_onnxruntime_as_on_pytorch(exports, mode):
+    """The graphs return each frame's unit features, so motion-aware hysteresis gives the PyTorch
+    labels on ONNX Runtime; an export from before it (no such output) is refused in one line."""
+    model, folder = exports[True]
+    frames = _clip(7, 48, 80)
+    kw = dict(keyframe_interval=3, mode=mode, hysteresis=0.5, hysteresis_power=3.0)
+    torch_run = list(VideoSegmenter(model, **kw).segment(frames))
+    ort = OnnxRuntimeModel(folder)
+    assert ort.has_frame_units
+    ort_run = list(VideoSegmenter(ort, **kw).segment(frames))
+    assert np.mean([np.mean(a.labels == b.labels) for a, b in zip(torch_run, ort_run)]) >= 0.999
+    uniform = list(VideoSegmenter(ort, **{**kw, "hysteresis_power": 0.0}).segment(frames))
+    assert any(np.any(a.labels != b.labels) for a, b in zip(ort_run, uniform))
+    ort.has_frame_units = False  # as an older export
+    with pytest.raises(ValueError, match="predates motion-aware label hysteresis"):
+        VideoSegmenter(ort, **kw)
+    VideoSegmenter(ort, **{**kw, "hysteresis_power": 0.0})  # without it, the old export still runs
 
 
 def test_auto_keyframes_on_onnxruntime_follow_the_cut_as_pytorch_does(tmp_path):

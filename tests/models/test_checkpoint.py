@@ -210,6 +210,7 @@ def test_export_to_hf_layout_round_trips(tmp_path):
     ({"tfc": {"interpolation_power": 0.5}}, "interpolation_power"),
     ({"label_hysteresis": True}, "label_hysteresis"),
     ({"label_hysteresis": "0.5"}, "label_hysteresis"),
+    ({"label_hysteresis_power": -2}, "label_hysteresis_power"),
 ])
 def test_invalid_architecture_in_config_is_one_clear_error(tmp_path, change, word):
     save_checkpoint(TFCSegFormer(tiny_config()), tmp_path / "ck")

@@ -75,8 +75,12 @@ def test_non_keyframe_equals_the_pytorch_path(tfc):
     # a threshold that selects about half of the points, so that sparse MSDA really is sparse
     options = dataclasses.replace(model.config.tfc, msda_threshold=float(info.similarity.median()))
     ref, ref_info = model.non_keyframe(moved, state, options)
-    _, (out, similarity, share) = _run(model, model.config.tfc.msda, key, moved, options)
+    _, (out, similarity, share, unit) = _run(model, model.config.tfc.msda, key, moved, options)
     assert torch.allclose(similarity, ref_info.similarity, atol=1e-5)
+    # the frame's own unit features (motion-aware hysteresis compares consecutive frames')
+    x1, x2 = model.low_level(moved)
+    units = model.frame_units(x1, x2, options)
+    assert torch.allclose(unit.reshape(units.shape), units, atol=1e-5)
     assert torch.allclose(out.permute(0, 3, 1, 2), ref, atol=1e-4)
     assert torch.equal(out.permute(0, 3, 1, 2).argmax(1), ref.argmax(1))
     assert float(share) == pytest.approx(ref_info.msda_share)
@@ -103,13 +107,13 @@ def test_msda_gate_equals_the_pytorch_path():
     options = dataclasses.replace(options, msda_gate=gate)
     ref, _ = model.non_keyframe(moved, state, options)
     assert 0 < int((changed & (margin < gate)).sum()) < int(changed.sum())  # some reverted, some kept
-    _, (out, _, _) = _run(model, True, key, moved, options)
+    _, (out, _, _, _) = _run(model, True, key, moved, options)
     assert torch.allclose(out.permute(0, 3, 1, 2), ref, atol=1e-4)
     assert torch.equal(out.permute(0, 3, 1, 2).argmax(1), ref.argmax(1))
 
     torch.manual_seed(0)
     one = TFCSegFormer(tiny_config(num_classes=1, tfc_trained=True)).eval()
-    _, (out, _, _) = _run(one, True, key, moved, dataclasses.replace(one.config.tfc, msda_threshold=2.0, msda_gate=1.0))
+    _, (out, _, _, _) = _run(one, True, key, moved, dataclasses.replace(one.config.tfc, msda_threshold=2.0, msda_gate=1.0))
     assert out.shape[-1] == 1
 
 
@@ -121,14 +125,14 @@ def test_run_time_options_switch_msda_and_interpolation():
     _, state = model.keyframe(key)
     reuse = dataclasses.replace(model.config.tfc, interpolation="none", msda=False)
     ref, _ = model.non_keyframe(moved, state, reuse)
-    _, (out, _, share) = _run(model, True, key, moved, reuse)
+    _, (out, _, share, _) = _run(model, True, key, moved, reuse)
     assert float(share) == 0.0
     assert torch.allclose(out.permute(0, 3, 1, 2), ref, atol=1e-5)
     # nothing selected (threshold below any cosine) and everything selected
     for threshold, expected in ((-2.0, 0.0), (2.0, 1.0)):
         options = dataclasses.replace(model.config.tfc, msda_threshold=threshold)
         ref, info = model.non_keyframe(moved, state, options)
-        _, (out, _, share) = _run(model, True, key, moved, options)
+        _, (out, _, share, _) = _run(model, True, key, moved, options)
         assert float(share) == info.msda_share == expected
         assert torch.allclose(out.permute(0, 3, 1, 2), ref, atol=1e-4)
 

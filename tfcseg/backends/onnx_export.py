@@ -122,7 +122,7 @@ def export_onnx(model: TFCSegFormer, out: str | Path, *, msda: bool | None = Non
                               dynamic_axes={k: v for k, v in axes.items() if k in ("pixels", *state)})
             inputs = ["pixels", *(KEY_PREFIX + n for n in state[:3]), *OPTION_NAMES,
                       *(KEY_PREFIX + n for n in state[3:])]
-            outputs = ["logits", "similarity", "msda_share"]
+            outputs = ["logits", "similarity", "msda_share", "unit"]
             torch.onnx.export(non_keyframe, (pixels, *key_out[:3], *options, *key_out[3:]),
                               str(tmp / NON_KEYFRAME_FILE), dynamo=False, opset_version=OPSET,
                               input_names=inputs, output_names=outputs,

@@ -118,6 +118,10 @@ class OnnxRuntimeModel:
                 raise TfcsegError(f"{path}: ONNX Runtime cannot load it ({first})") from None
         self._key, self._non = sessions
         self._non_inputs = {i.name for i in self._non.get_inputs()}
+        self._non_outputs = [o.name for o in self._non.get_outputs()]
+        # whether a non-keyframe returns the frame's unit features (motion-aware hysteresis;
+        # exports before it do not)
+        self.has_frame_units = "unit" in self._non_outputs
         self._warned_untrained = False
 
     # ---- the face VideoSegmenter uses ------------------------------------------------------
@@ -201,9 +205,17 @@ class OnnxRuntimeModel:
         )
         # (an input the graph does not use is not in it: e.g. msda_threshold without MSDA
         # and a soft interpolation)
-        logits, similarity, share = self._non.run(None, {k: v for k, v in feed.items() if k in self._non_inputs})
-        return self._logits(logits), NonKeyframeInfo(similarity=torch.from_numpy(similarity),
-                                                     msda_share=float(share) if msda else 0.0)
+        outs = dict(zip(self._non_outputs, self._non.run(None, {k: v for k, v in feed.items() if k in self._non_inputs})))
+        unit = outs.get("unit")
+        return self._logits(outs["logits"]), NonKeyframeInfo(
+            similarity=torch.from_numpy(outs["similarity"]), msda_share=float(outs["msda_share"]) if msda else 0.0,
+            units=None if unit is None else torch.from_numpy(unit).view(-1, unit.shape[-1]))
+
+    @staticmethod
+    def keyframe_units(state: OnnxKeyframeState) -> torch.Tensor:
+        """A keyframe's unit features as rows [h4*w4, r] (`TFCSegFormer.frame_units`)."""
+        unit = state.tensors["unit"]
+        return torch.from_numpy(unit).view(-1, unit.shape[-1])
 
 
 def load_onnx_model(source: str | Path | None, device: torch.device | str | None = "cpu") -> OnnxRuntimeModel:

@@ -161,8 +161,17 @@ HYSTERESIS_HELP = ("Label hysteresis: a pixel keeps its previous label unless an
                    "config.json). Less flicker; too large lags moving objects.")
 
 
-def describe_hysteresis(margin: float | None) -> str:
-    return "off" if not margin else f"a new label needs a lead of {margin:g} (logits)"
+HYSTERESIS_POWER_HELP = ("Motion-aware hysteresis: the margin at a pixel is --hysteresis x s^Q, s the similarity "
+                         "of the frame's features to the previous frame's there, so labels are held where the "
+                         "picture stayed and follow the model where it changed (0: the same margin everywhere; "
+                         "default: the model's config.json).")
+
+
+def describe_hysteresis(margin: float | None, power: float | None = None) -> str:
+    if not margin:
+        return "off"
+    text = f"a new label needs a lead of {margin:g} (logits)"
+    return text + (f" x similarity to the previous frame ^ {power:g}" if power else "")
 
 
 def describe_msda(threshold: float | None, gate: float | None, share: float | None) -> str:

@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import TfcsegError, check_margin, check_power
+from ..errors import TfcsegError, check_hysteresis_power, check_margin, check_power
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
-from . import (HYSTERESIS_HELP, MSDA_GATE_HELP, MSDA_HELP, POWER_HELP, app, describe_hysteresis, describe_msda, err_console,
+from . import (HYSTERESIS_HELP, HYSTERESIS_POWER_HELP, MSDA_GATE_HELP, MSDA_HELP, POWER_HELP, app, describe_hysteresis, describe_msda, err_console,
                parse_msda, parse_threads, results_console, warnings_as_lines, write_json)
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes)
@@ -41,7 +41,8 @@ def _print_result(result: dict[str, Any], per_class: bool, console: Console | No
                       + (", ONNX Runtime" if result.get("backend") == "onnxruntime" else ""))
         table.add_row("keyframes", describe_keyframes(result))
         table.add_row("keyframes (%)", _pct(result["keyframe_share"]))
-        table.add_row("label hysteresis", describe_hysteresis(result.get("label_hysteresis")))
+        table.add_row("label hysteresis", describe_hysteresis(result.get("label_hysteresis"),
+                                                                  result.get("label_hysteresis_power")))
         if result["mode"] == "tfc":
             table.add_row("sparse MSDA", describe_msda(result.get("msda_threshold"), result.get("msda_gate"),
                                                        result.get("msda_share")))
@@ -102,6 +103,8 @@ def eval_command(
     msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
     msda_gate: Optional[float] = typer.Option(None, "--msda-gate", metavar="G", help=MSDA_GATE_HELP),
     hysteresis: Optional[float] = typer.Option(None, "--hysteresis", metavar="H", help=HYSTERESIS_HELP),
+    hysteresis_power: Optional[float] = typer.Option(None, "--hysteresis-power", metavar="Q",
+                                                     help=HYSTERESIS_POWER_HELP),
     interpolation_power: Optional[float] = typer.Option(None, "--interpolation-power", metavar="P",
                                                         help=POWER_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -128,6 +131,7 @@ def eval_command(
     msda_choice = parse_msda(msda)
     check_margin(msda_gate, "msda_gate")
     check_margin(hysteresis, "hysteresis")
+    check_hysteresis_power(hysteresis_power)
     check_power(interpolation_power)
     if predictions is None:
         keyframe_schedule(keyframe_interval, **schedule)  # option mistakes before the model loads
@@ -145,7 +149,7 @@ def eval_command(
                                     short_side=short_side, save_predictions=save_predictions,
                                     progress=not quiet, precision=precision, overwrite=overwrite,
                                     backend=backend, threads=parse_threads(threads), msda=msda_choice,
-                                    msda_gate=msda_gate, hysteresis=hysteresis,
+                                    msda_gate=msda_gate, hysteresis=hysteresis, hysteresis_power=hysteresis_power,
                                     interpolation_power=interpolation_power, **schedule)
             result["model"] = str(model) if model is not None else "default"
     _print_result(result, per_class, results_console(json_file))

@@ -11,12 +11,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import TfcsegError, as_flags, check_margin, check_power
+from ..errors import TfcsegError, as_flags, check_hysteresis_power, check_margin, check_power
 from ..hub.refs import MODEL_HELP
 from ..io.atomic import sweep_stale
 from ..io.video import ensure_writable_folder, expand_sources
 from ..segment import segment_video, segment_videos
-from . import (HYSTERESIS_HELP, MSDA_GATE_HELP, MSDA_HELP, POWER_HELP, app, describe_hysteresis, describe_msda, err_console,
+from . import (HYSTERESIS_HELP, HYSTERESIS_POWER_HELP, MSDA_GATE_HELP, MSDA_HELP, POWER_HELP, app, describe_hysteresis, describe_msda, err_console,
                parse_msda, parse_threads, results_console, write_json)
 from .keyframes import (CHANGED_SHARE_HELP, KEYFRAME_HELP, MAX_KEYFRAME_HELP, MIN_KEYFRAME_HELP,
                         SIMILARITY_HELP, describe_keyframes, keyframe_list)
@@ -77,6 +77,8 @@ def segment(
     msda: str = typer.Option("model", "--msda", metavar="model|on|off|T", help=MSDA_HELP),
     msda_gate: Optional[float] = typer.Option(None, "--msda-gate", metavar="G", help=MSDA_GATE_HELP),
     hysteresis: Optional[float] = typer.Option(None, "--hysteresis", metavar="H", help=HYSTERESIS_HELP),
+    hysteresis_power: Optional[float] = typer.Option(None, "--hysteresis-power", metavar="Q",
+                                                     help=HYSTERESIS_POWER_HELP),
     interpolation_power: Optional[float] = typer.Option(None, "--interpolation-power", metavar="P",
                                                         help=POWER_HELP),
     backend: str = typer.Option("pytorch", "--backend", help="pytorch | onnxruntime (the model's "
@@ -118,6 +120,7 @@ def segment(
                    max_keyframe_interval=max_keyframe_interval, min_keyframe_interval=min_keyframe_interval,
                    backend=backend, threads=parse_threads(threads), msda=parse_msda(msda),
                    msda_gate=check_margin(msda_gate, "msda_gate"), hysteresis=check_margin(hysteresis, "hysteresis"),
+                   hysteresis_power=check_hysteresis_power(hysteresis_power),
                    interpolation_power=check_power(interpolation_power))
     out_console = results_console(json_file)  # stderr when the JSON goes to stdout
     with warnings.catch_warnings(record=True) as caught:
@@ -166,7 +169,7 @@ def _table(s: dict) -> Table:
         ("keyframes", describe_keyframes(s)),
         ("keyframe at", keyframe_list(s["keyframe_indices"])),
         ("sparse MSDA", describe_msda(s["msda_threshold"], s.get("msda_gate"), share)),
-        ("label hysteresis", describe_hysteresis(s.get("label_hysteresis"))),
+        ("label hysteresis", describe_hysteresis(s.get("label_hysteresis"), s.get("label_hysteresis_power"))),
         ("flicker", "-" if s["flicker"] is None else f"{s['flicker']:.2%} of pixels change label per frame"),
         ("frames/s", "-" if s["fps"] is None else f"{s['fps']:.2f} ({s['device']}, {s['precision']}"
          + (", ONNX Runtime)" if s.get("backend") == "onnxruntime" else ")")),

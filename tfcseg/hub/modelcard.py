@@ -76,6 +76,15 @@ def _variant_line(config: ModelConfig) -> str:
     return f"{name} ({arch})"
 
 
+def _hysteresis_line(config) -> str:
+    if not config.label_hysteresis:
+        return "off"
+    text = f"{config.label_hysteresis:g} (a new label needs that lead in logits"
+    if config.label_hysteresis_power:
+        text += f", times the similarity to the previous frame ^ {config.label_hysteresis_power:g}"
+    return text + ")"
+
+
 def _tfc_settings(config: ModelConfig) -> str:
     """The shipped `tfc` options a user would otherwise read from config.json."""
     t = config.tfc
@@ -126,8 +135,7 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, load_as: str,
             ("TFC modules", tfc),
             ("non-keyframe settings", _tfc_settings(config)),
             ("inference size", f"short side {config.inference_short_side} (aspect kept)"),
-            ("label hysteresis", f"{config.label_hysteresis:g} (a new label needs that lead in logits)"
-             if config.label_hysteresis else "off"),
+            ("label hysteresis", _hysteresis_line(config)),
         ], ("", ""), numbers=False),
         "",
         "## Data",

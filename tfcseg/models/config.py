@@ -121,6 +121,11 @@ class ModelConfig:
     # Video sessions' label hysteresis (a logit margin, 0 = off; postprocess.LabelHysteresis):
     # a pixel keeps its previous label unless another class leads it by more. Chosen per model.
     label_hysteresis: float = 0.0
+    # Motion-aware hysteresis (tfcseg's addition; 0 = the same margin everywhere): the margin
+    # at a point is label_hysteresis * clamp(s, 0, 1)^label_hysteresis_power, s the cosine
+    # similarity of the frame's features to the previous frame's there (TFC's similarity,
+    # frame to frame): labels are held where the picture stayed, and free where it changed.
+    label_hysteresis_power: float = 0.0
 
     def __post_init__(self) -> None:
         self.variant = self.variant.lower()
@@ -136,6 +141,8 @@ class ModelConfig:
         self.tfc.validate()
         if not is_margin(self.label_hysteresis):
             raise ValueError(f"label_hysteresis must be a logit margin >= 0, not {self.label_hysteresis}")
+        if not is_margin(self.label_hysteresis_power):
+            raise ValueError(f"label_hysteresis_power must be a number >= 0, not {self.label_hysteresis_power}")
         self._validate_architecture()
         if not self.class_names:
             self.class_names = [f"class_{i}" for i in range(self.num_classes)]

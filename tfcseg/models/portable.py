@@ -9,7 +9,7 @@ any input size:
 
     PortableKeyframe     pixels [1, 3, H, W] -> logits and the keyframe state (STATE_NAMES)
     PortableNonKeyframe  pixels + the keyframe state + run-time options ->
-                         logits, similarity, msda_share
+                         logits, similarity, msda_share, unit
 
 Layouts (batch 1; h4, w4 = the 1/4 map; h_l, w_l = level l's map):
     logits      [1, h4, w4, K]  (NHWC: `.permute(0, 3, 1, 2)` is the model's channels-last logits)
@@ -17,6 +17,8 @@ Layouts (batch 1; h4, w4 = the 1/4 map; h_l, w_l = level l's map):
     unit        [1, h4, w4, r]  the keyframe's unit features in the reduced similarity basis
     value3/4    [1, D, h_l, w_l] MSDA values of the reused levels (only with MSDA, L >= 3 / 4)
     similarity  [1, h4, w4];  msda_share  [] (share of points sparse MSDA updated)
+    unit        (non-keyframe output) the frame's own unit features, as the keyframe's: what
+                motion-aware label hysteresis compares with the previous frame's
 
 The run-time options are inputs of the non-keyframe pass, so one export serves every mode:
 `msda_threshold` (float), `msda` (int64 0/1), `interpolation` (int64, INTERPOLATION_CODES),
@@ -129,16 +131,17 @@ class PortableKeyframe(_Portable):
 
 class PortableNonKeyframe(_Portable):
     """(pixels, logits, base, unit, msda_threshold, msda, interpolation, fixed_weight,
-    msda_gate, interpolation_power[, value3[, value4]]) -> (logits, similarity, msda_share): see the module
-    docstring."""
+    msda_gate, interpolation_power[, value3[, value4]]) -> (logits, similarity, msda_share, unit): see the
+    module docstring."""
 
     def forward(self, pixels: torch.Tensor, key_logits: torch.Tensor, key_base: torch.Tensor,
                 key_unit: torch.Tensor, msda_threshold: torch.Tensor, msda: torch.Tensor,
                 interpolation: torch.Tensor, fixed_weight: torch.Tensor, msda_gate: torch.Tensor,
-                interpolation_power: torch.Tensor, *key_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                interpolation_power: torch.Tensor, *key_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x1, x2 = self.encoder(pixels, stages=2)
         size = x1.shape[-2:]
-        diff = self.unit(x1, x2, size) - key_unit
+        unit = self.unit(x1, x2, size)
+        diff = unit - key_unit
         similarity = 1.0 - 0.5 * (diff * diff).sum(-1)  # [1, h4, w4]
         z = self.features(key_base, x1, x2, size)
         soft = similarity.clamp(0.0, 1.0).pow(interpolation_power.to(similarity.dtype))
@@ -148,18 +151,19 @@ class PortableNonKeyframe(_Portable):
                 interpolation == 3, fixed_weight.to(similarity.dtype).expand_as(similarity),
                 torch.zeros_like(similarity))))[..., None]
         if self.msda is None:
-            return torch.lerp(self.classify(z), key_logits, weight), similarity, torch.zeros((), dtype=torch.float32)
+            return (torch.lerp(self.classify(z), key_logits, weight), similarity,
+                    torch.zeros((), dtype=torch.float32), unit)
         select = (similarity < msda_threshold) & (msda != 0)
         maps = [self.values(1, x1), self.values(2, x2), *key_values][:self.msda_levels]
         plain = torch.lerp(self.classify(z), key_logits, weight)  # [1, h4, w4, K] without MSDA
         out = torch.lerp(self.classify(self.sparse_msda(z, select, maps)), key_logits, weight)
         if out.shape[-1] < 2:  # one class: no label can change (fixed at export)
-            return out, similarity, select.to(torch.float32).mean()
+            return out, similarity, select.to(torch.float32).mean(), unit
         # the gate (TFCOptions.msda_gate): a label MSDA changed stays changed only if decided
         top2 = torch.topk(out, 2, dim=-1).values
         undecided = select & (out.argmax(-1) != plain.argmax(-1)) & (top2[..., 0] - top2[..., 1] < msda_gate)
         out = torch.where(undecided[..., None], plain, out)
-        return out, similarity, select.to(torch.float32).mean()
+        return out, similarity, select.to(torch.float32).mean(), unit
 
     def sparse_msda(self, z: torch.Tensor, select: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
         """z [1, h4, w4, D] with the selected points updated, z[q] + MSDA(z[q]) (as

@@ -20,10 +20,10 @@ from torch import nn
 from .config import ModelConfig, TFCOptions
 from .decoder import AllMLPDecoder
 from .folded import eval_head
-from .layout import rows_to_image
+from .layout import no_autocast, rows_to_image
 from .mit import MixTransformer
 from .state import ClipOutput, KeyframeState, NonKeyframeInfo
-from .temporal import TemporalFusion
+from .temporal import TemporalFusion, similarity_from_rows
 
 # Pixel normalisation of every SegFormer checkpoint (ImageNet mean and std, RGB, 0..1 units).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -109,6 +109,26 @@ class TFCSegFormer(nn.Module):
         options.validate()
         self._check_low_level(x1, x2, state)
         return self.temporal.similarity(self.decoder, x1, x2, state, options.similarity_level)
+
+    def frame_units(self, x1: torch.Tensor, x2: torch.Tensor, options: TFCOptions | None = None,
+                    state: KeyframeState | None = None) -> torch.Tensor:
+        """The unit features u = x̂ / |x̂| of a frame at `options.similarity_level`, as rows
+        [B*h4*w4, r] in the reduced basis (`TemporalFusion.unit_rows`): what the similarity
+        compares. With `state` (the frame's own keyframe state), the rows its non-keyframes
+        will use, computed once and cached there. Two frames' rows give their similarity with
+        `units_similarity`."""
+        self._require_eval()
+        level = (options or self.config.tfc).similarity_level
+        if state is not None:
+            return self.temporal._keyframe_unit(self.decoder, state, level)
+        with no_autocast(x1):
+            return self.temporal.unit_rows(self.decoder, level, x1, x2)
+
+    @staticmethod
+    def units_similarity(a: torch.Tensor, b: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """The cosine similarity per point of two frames' unit rows (`frame_units`) as a map of
+        `shape` ([B, h4, w4]); exactly 1.0 where they are equal. Neither input is changed."""
+        return similarity_from_rows(a, b.clone()).view(*shape)
 
     def non_keyframe(self, pixels: torch.Tensor, state: KeyframeState,
                      options: TFCOptions | None = None) -> tuple[torch.Tensor, NonKeyframeInfo]:

@@ -39,6 +39,9 @@ class KeyframeState:
 class NonKeyframeInfo:
     similarity: torch.Tensor  # [B, h4, w4] raw cosine w_t (before any clamp)
     msda_share: float  # fraction of the points that sparse MSDA updated (0.0 when off)
+    # the frame's unit features as rows [B*h4*w4, r] (`TFCSegFormer.frame_units`), where the
+    # pass returns them (the ONNX Runtime backend's; None otherwise)
+    units: torch.Tensor | None = None
 
 
 @dataclass
