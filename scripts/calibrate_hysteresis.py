@@ -1,7 +1,8 @@
 """Choose the label hysteresis margin of a model on a validation video, by evidence.
 
 Evaluates per-frame SegFormer (and TFC at keyframe interval K, as the config says) with label
-hysteresis at each margin (`tfcseg.postprocess.LabelHysteresis`: a pixel keeps its previous
+hysteresis at each margin, the same everywhere (not motion-aware: calibrate_msda.py --hysteresis
+calibrates that jointly with TFC's settings) (`tfcseg.postprocess.LabelHysteresis`: a pixel keeps its previous
 label unless another class leads it by the margin, in logits) and reports mIoU, mVC8, mVC16
 and flicker. The recommended margin is the largest one whose per-frame SegFormer mIoU is at
 most --max-miou-loss points below no hysteresis: stability that costs no accuracy.
@@ -49,7 +50,8 @@ def main() -> None:
         for margin in margins:
             with torch.inference_mode():
                 m = evaluate_model(model, args.data_root, split=args.split, mode=mode,
-                                   keyframe_interval=args.keyframe_interval, progress=False, hysteresis=margin)
+                                   keyframe_interval=args.keyframe_interval, progress=False, hysteresis=margin,
+                                   hysteresis_power=0.0)  # the same margin everywhere
             row = {"mode": mode, "margin": margin, **{k: m.get(k) for k in KEYS}}
             rows.append(row)
             print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
