@@ -10,8 +10,8 @@ most --max-miou-loss points below no hysteresis: stability that costs no accurac
     python scripts/calibrate_hysteresis.py --model weights --data-root ../shared/data/camvid \
         --margins 0,0.25,0.5,0.75,1 --json hysteresis_calibration.json
 
-With --write, the choice is written into the model folder's config.json ("label_hysteresis"),
-atomically. Calibrated on labelled video at the frame rate the model will see (the margin
+With --write, the choice is written into the model folder's config.json ("label_hysteresis",
+with "label_hysteresis_power" 0: the same margin everywhere), atomically. Calibrated on labelled video at the frame rate the model will see (the margin
 holds labels frame to frame, so its effect depends on the motion between frames).
 """
 
@@ -58,7 +58,7 @@ def main() -> None:
     per_frame = [r for r in rows if r["mode"] == "segformer"]
     floor = per_frame[0]["miou"] - args.max_miou_loss / 100
     choice = max(r["margin"] for r in per_frame if r["miou"] >= floor)
-    print(f"choice: label hysteresis {choice:g}")
+    print(f"choice (the same margin everywhere): label hysteresis {choice:g}")
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"keyframe_interval": args.keyframe_interval,
                                                  "max_miou_loss": args.max_miou_loss, "rows": rows,
@@ -67,6 +67,7 @@ def main() -> None:
         path = resolve_model_source(args.model) / CONFIG_NAME
         data = json.loads(path.read_text())
         data["label_hysteresis"] = choice
+        data["label_hysteresis_power"] = 0.0  # the margin this table calibrated: the same everywhere
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
         print(f"wrote {path}")
 

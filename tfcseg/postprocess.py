@@ -135,6 +135,9 @@ class LabelHysteresis:
                 margin = sim.clamp(0.0, 1.0).pow(self.power).mul_(self.margin)[None, None]
             else:
                 margin = logits.new_full((1, 1, *held.shape), self.margin)
-            logits = logits.scatter_add(1, held[None, None], margin)
+            # a copy in the same memory layout (the model's logits are channels-last, which
+            # labels_from_logits reads fastest), raised in place
+            logits = logits.clone()
+            logits.scatter_add_(1, held[None, None], margin)
         self._held = logits[0].argmax(0)
         return logits

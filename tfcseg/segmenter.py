@@ -20,8 +20,11 @@ upsampled bilinearly (align_corners=False) to the frame size, computed exactly b
 by `postprocess.labels_from_logits` (interpolated logits only on class boundaries). With
 label hysteresis (`hysteresis`, default the model's `label_hysteresis`), the previous frame's
 labels get that margin added to their logits first (`postprocess.LabelHysteresis`), so a
-label changes only where another class leads it by the margin; held labels are dropped at a
-new video, a new frame size and an "auto" keyframe on a change.
+label changes only where another class leads it by the margin; with `hysteresis_power` Q > 0
+(default the model's `label_hysteresis_power`) the margin at a point is scaled by s^Q, s the
+similarity of the frame's features to the previous frame's there (motion-aware: the frame's
+unit features, `TFCSegFormer.frame_units`, are kept for the next frame). Held labels are
+dropped at a new video, a new frame size and an "auto" keyframe on a change.
 """
 
 from __future__ import annotations
@@ -232,6 +235,9 @@ class VideoSegmenter:
     None: the config's). `hysteresis`: label hysteresis, the logit margin by which a new class
     must lead a pixel's previous label to replace it (`postprocess.LabelHysteresis`; every
     mode; None: the model's `label_hysteresis`; 0: off, each frame labelled on its own).
+    `hysteresis_power`: Q of motion-aware hysteresis, the margin at a point times s^Q, s the
+    similarity of its features to the previous frame's (None: the model's
+    `label_hysteresis_power`; 0: the same margin everywhere).
     `interpolation_power`: p of TFC's soft interpolation weight clamp(w, 0, 1)^p
     (`TFCOptions.interpolation_power`, >= 1; 1: the paper's; None: the config's).
     """
@@ -416,11 +422,13 @@ class VideoSegmenter:
             else:
                 x1, x2 = self.model.low_level(pixels)
                 similarity = None
-                if need_units or self.policy is not None:
+                if need_units:
                     # computed once: for the similarity to the keyframe and to the previous frame
                     units = self.model.frame_units(x1, x2, self.options)
                     key_units = self.model.frame_units(x1, x2, self.options, state=self._state)
                     similarity = self.model.units_similarity(key_units, units, (x1.shape[0], *x1.shape[-2:]))
+                elif self.policy is not None:
+                    similarity = self.model.similarity(x1, x2, self._state, self.options)
                 if self.policy is not None:
                     changed = self.policy.changed_share(similarity)
                     if (self._since_key >= self.policy.min_keyframe_interval

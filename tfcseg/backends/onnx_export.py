@@ -3,7 +3,8 @@
     keyframe.onnx      pixels -> logits, base, unit[, value3[, value4]]        (the state)
     non_keyframe.onnx  pixels, key_logits, key_base, key_unit, msda_threshold, msda,
                        interpolation, fixed_weight, msda_gate, interpolation_power[, key_value3[, key_value4]]
-                       -> logits, similarity, msda_share
+                       -> logits, similarity, msda_share, unit (the frame's own unit features,
+                          for motion-aware label hysteresis; exports before it lack this output)
     config.json        the model's config, with an "onnx" entry describing the graphs
     model.safetensors  the weights, so that the PyTorch backend loads the same folder
 

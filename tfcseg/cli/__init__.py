@@ -157,8 +157,8 @@ POWER_HELP = ("p of TFC's interpolation weight clamp(similarity, 0, 1)^p, >= 1 (
 
 
 HYSTERESIS_HELP = ("Label hysteresis: a pixel keeps its previous label unless another class leads "
-                   "it by this logit margin (0: off, every frame on its own; default: the model's "
-                   "config.json). Less flicker; too large lags moving objects.")
+                   "it by this logit margin, times s^Q with --hysteresis-power Q (0: off, every frame on "
+                   "its own; default: the model's config.json). Less flicker; too large lags moving objects.")
 
 
 HYSTERESIS_POWER_HELP = ("Motion-aware hysteresis: the margin at a pixel is --hysteresis x s^Q, s the similarity "

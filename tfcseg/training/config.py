@@ -109,12 +109,12 @@ class TrainConfig:
             raise bad(f"seg_loss must be one of {', '.join(SEG_LOSSES)}, not {self.seg_loss!r}")
         if not 0.0 <= self.consistency_weight < math.inf:
             raise bad(f"consistency_weight must be a number >= 0, not {self.consistency_weight}")
+        if self.train_only not in TRAIN_ONLY:
+            raise bad(f"train_only must be one of {', '.join(TRAIN_ONLY)}, not {self.train_only!r}")
         if not 0.0 <= self.distill_weight < math.inf:
             raise bad(f"distill_weight must be a number >= 0, not {self.distill_weight}")
         if self.distill_weight and self.train_only != "tfc":
             raise bad("distill_weight needs train_only tfc: the teacher is the frozen SegFormer, run per frame")
-        if self.train_only not in TRAIN_ONLY:
-            raise bad(f"train_only must be one of {', '.join(TRAIN_ONLY)}, not {self.train_only!r}")
         if self.train_only == "tfc" and not (self.init or self.resume):
             raise bad("train_only tfc trains TFC's modules on a frozen SegFormer: give the SegFormer "
                       "with --init")

@@ -488,9 +488,10 @@ class Trainer:
             raise TfcsegError(f"{self.out}: resuming cannot change the model ({'; '.join(model_changes)}); "
                               "resume with the settings the run started with, or start a new run with "
                               "overwrite=True", options=("overwrite",))
+        defaults = TrainConfig().to_dict()  # a setting a run from an older tfcseg lacks had its default
         changed = sorted(k for k, v in new.items()
                          if k not in RESUMABLE_CHANGES and k not in MODEL_SETTINGS
-                         and json.dumps(old.get(k)) != json.dumps(v))
+                         and json.dumps(old.get(k, defaults.get(k))) != json.dumps(v))
         if changed:
             self._say(f"[yellow]warning:[/] resuming with changed settings: {', '.join(changed)} "
                       "(the run will not equal an uninterrupted one)")
