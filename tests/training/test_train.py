@@ -309,6 +309,27 @@ def test_resume_equals_an_uninterrupted_run(data_root, tmp_path):
     assert iters == [1, 2, 3, 4, 5, 6]
 
 
+def test_resuming_a_run_from_before_a_new_setting_does_not_warn(data_root, tmp_path, capsys):
+    """A run saved by an older tfcseg lacks settings added since (distill_weight): they had their
+    defaults then, so resuming says nothing; a setting really changed is still warned about."""
+    for name, kw in (("old", {}), ("changed", {"weight_decay": 0.02})):
+        train(tiny_train(data_root, tmp_path / name, stop_at=3))
+        path = tmp_path / name / "last" / STATE_NAME
+        state = torch.load(path, weights_only=True)
+        cfg = json.loads(state["train_config"])
+        del cfg["distill_weight"]
+        state["train_config"] = json.dumps(cfg)
+        torch.save(state, path)
+        capsys.readouterr()
+        train(tiny_train(data_root, tmp_path / name, resume=True, **kw))
+        captured = capsys.readouterr()
+        said = " ".join((captured.err + captured.out).split())
+        if kw:
+            assert "resuming with changed settings: weight_decay" in said, said
+        else:
+            assert "changed settings" not in said, said
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
     from tfcseg import load_model
     from tfcseg.training import NonFiniteLoss
