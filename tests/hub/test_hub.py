@@ -373,6 +373,12 @@ def test_export_writes_a_publishable_folder(tmp_path, capsys):
     assert "custom MiT (MiT hidden sizes 8-16-24-32" in card and "- 2: sky" in card
     assert "MSDA off" in card  # tfc_trained is False in the tiny config
     assert "| label hysteresis | off |" in card
+    from tfcseg.hub.modelcard import _hysteresis_line
+
+    cfg = model.config.replace(label_hysteresis=1.0, label_hysteresis_power=4.0)
+    assert _hysteresis_line(cfg) == ("1 (a new label needs that lead in logits, times the similarity to the "
+                                     "previous frame ^ 4)")
+    assert _hysteresis_line(cfg.replace(label_hysteresis_power=0.0)) == "1 (a new label needs that lead in logits)"
     assert "| non-keyframe settings | similarity at level 2; interpolation weight clamp(w, 0, 1) |" in card
     # an existing folder is not replaced without --overwrite
     assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "pub")]) == 2
