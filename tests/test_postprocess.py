@@ -86,3 +86,19 @@ def test_motion_aware_hysteresis_by_hand():
     assert torch.equal(uniform(second, similarity), second + torch.tensor([0.0, 0.0, 2.0]).reshape(1, 3, 1, 1))
     with pytest.raises(ValueError, match="hysteresis_power -1.0: expected a power >= 0"):
         LabelHysteresis(1.0, power=-1.0)
+
+
+def test_label_hysteresis_keeps_the_logits_layout():
+    """The model's logits are channels-last, which labels_from_logits reads fastest: the raised
+    copy keeps that layout (uniform and motion-aware), and its values are the plain ones."""
+    from tfcseg.postprocess import LabelHysteresis
+
+    logits = torch.randn(1, 5, 6, 7).contiguous(memory_format=torch.channels_last)
+    for hold, sim in ((LabelHysteresis(0.5), None), (LabelHysteresis(0.5, power=2.0), torch.rand(6, 7))):
+        hold(logits)
+        out = hold(logits, sim)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        plain = LabelHysteresis(hold.margin, hold.power)
+        plain(logits.contiguous())
+        assert torch.equal(out, plain(logits.contiguous(), sim))
+    assert LabelHysteresis(0.0, power=3.0).power_in_use == 0.0 and LabelHysteresis(1.0, 3.0).power_in_use == 3.0

@@ -73,33 +73,30 @@ def is_power(value) -> bool:
     return is_margin(value) and value >= 1
 
 
+def _checked(value, name: str, ok, expected: str) -> float | None:
+    """None (use the default), or `value` as a float where `ok(value)`; else an `OptionError`
+    naming the option `name` (the CLI shows it as its flag) and what was `expected`."""
+    if value is None:
+        return None
+    if not ok(value):
+        raise OptionError(f"{name} {value}: expected {expected}", options=(name,))
+    return float(value)
+
+
 def check_power(value, name: str = "interpolation_power") -> float | None:
     """None (use the default), or `value` as the soft interpolation weight's power
     (`is_power`); an `OptionError` otherwise."""
-    if value is None:
-        return None
-    if not is_power(value):
-        raise OptionError(f"{name} {value}: expected a power >= 1 (1: the paper's weight)", options=(name,))
-    return float(value)
+    return _checked(value, name, is_power, "a power >= 1 (1: the paper's weight)")
 
 
 def check_margin(value, name: str) -> float | None:
     """None (use the default), or `value` as a logit margin; an `OptionError` naming the option
     `name` (`hysteresis`, `msda_gate`: the CLI shows the flag) for anything else."""
-    if value is None:
-        return None
-    if not is_margin(value):
-        raise OptionError(f"{name} {value}: expected a logit margin >= 0 (0: off)", options=(name,))
-    return float(value)
+    return _checked(value, name, is_margin, "a logit margin >= 0 (0: off)")
 
 
 def check_hysteresis_power(value) -> float | None:
     """None (use the default), or `value` as the power of motion-aware label hysteresis
     (`postprocess.LabelHysteresis`: a real number >= 0, 0 = the same margin everywhere); an
     `OptionError` naming `hysteresis_power` otherwise."""
-    if value is None:
-        return None
-    if not is_margin(value):
-        raise OptionError(f"hysteresis_power {value}: expected a power >= 0 (0: the same margin everywhere)",
-                          options=("hysteresis_power",))
-    return float(value)
+    return _checked(value, "hysteresis_power", is_margin, "a power >= 0 (0: the same margin everywhere)")

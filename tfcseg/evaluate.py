@@ -302,7 +302,7 @@ def evaluate_model(
         "msda_gate": segmenter.msda_gate,
         "interpolation_power": segmenter.interpolation_power,
         "label_hysteresis": segmenter.hysteresis.margin,
-        "label_hysteresis_power": segmenter.hysteresis.power if segmenter.hysteresis.margin else 0.0,
+        "label_hysteresis_power": segmenter.hysteresis.power_in_use,
     })
     return out
 

@@ -104,9 +104,14 @@ class LabelHysteresis:
         self._held: torch.Tensor | None = None  # [h4, w4] long: the previous frame's labels
 
     @property
+    def power_in_use(self) -> float:
+        """The motion-aware power that applies: `power`, or 0 when hysteresis is off."""
+        return self.power if self.margin > 0 else 0.0
+
+    @property
     def needs_similarity(self) -> bool:
         """Whether each frame's call needs its similarity to the previous frame."""
-        return self.margin > 0 and self.power > 0
+        return self.power_in_use > 0
 
     def reset(self) -> None:
         self._held = None

@@ -490,7 +490,7 @@ def segment_video(
         "msda_gate": segmenter.msda_gate,
         "interpolation_power": segmenter.interpolation_power,
         "label_hysteresis": segmenter.hysteresis.margin,
-        "label_hysteresis_power": segmenter.hysteresis.power if segmenter.hysteresis.margin else 0.0,
+        "label_hysteresis_power": segmenter.hysteresis.power_in_use,
         "precision": precision,
         "backend": backend,
         "threads": segmenter.tuner.current if segmenter.tuner is not None else None,

@@ -418,7 +418,7 @@ class VideoSegmenter:
                         reason = "change"  # run again as a keyframe (no stages 1-2 to reuse here)
                         self._state = None
                         logits, self._state = self.model.keyframe(pixels)
-                        share = 0.0
+                        share = 0.0  # (units: this frame's own, from the non-keyframe pass: the same)
             else:
                 x1, x2 = self.model.low_level(pixels)
                 similarity = None
@@ -448,8 +448,6 @@ class VideoSegmenter:
             self.hysteresis.reset()
         motion = None  # [h4, w4]: the similarity to the previous frame (motion-aware hysteresis)
         if need_units:
-            if reason == "change" and self.backend != "pytorch":
-                units = self._keyframe_units()
             prev, self._prev_units = self._prev_units, units
             if self.hysteresis.holding and prev is not None and prev.shape == units.shape:
                 motion = TFCSegFormer.units_similarity(prev, units, tuple(logits.shape[-2:]))

@@ -273,6 +273,12 @@ def test_auto_keyframes_on_onnxruntime_follow_the_cut_as_pytorch_does(tmp_path):
     assert [r.keyframe_reason for r in theirs] == [r.keyframe_reason for r in ours]
     agree = np.mean([np.mean(a.labels == b.labels) for a, b in zip(ours, theirs)])
     assert agree > 0.999
+    # with motion-aware hysteresis: the frame after the cut compares with the cut's keyframe features
+    held = dict(short_side=0, hysteresis=0.5, hysteresis_power=3.0, **CUT_POLICY)
+    ours = list(VideoSegmenter(model, **held).segment(video))
+    theirs = list(VideoSegmenter(tfcseg.load_onnx_model(folder), **held).segment(video))
+    assert [r.keyframe_reason for r in theirs] == [r.keyframe_reason for r in ours]
+    assert np.mean([np.mean(a.labels == b.labels) for a, b in zip(ours, theirs)]) > 0.999
 
 
 def test_onnx_export_overwrite_keeps_other_files_and_refuses_dangerous_folders(exports, tmp_path, monkeypatch):
