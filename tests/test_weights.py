@@ -27,6 +27,29 @@ def test_shipped_weights_config_and_size():
     assert not model.training
 
 
+def test_shipped_settings_are_the_calibrations_choice():
+    """weights/config.json's inference settings are what the rule chose in the saved calibration
+    (scripts/calibrate_msda.py --write), and the saved results table ran with them: editing one
+    without regenerating the evidence fails here."""
+    import json
+    evidence = ROOT / "weights" / "evidence"
+    choice = json.loads((evidence / "msda_calibration_k4.json").read_text())["choice"]
+    config = json.loads((SHIPPED_WEIGHTS / "config.json").read_text())
+    tfc = config["tfc"]
+    assert tfc["msda"] == choice["msda"]
+    assert tfc["interpolation_power"] == choice["interpolation_power"]
+    assert config["label_hysteresis"] == choice["label_hysteresis"]
+    assert config["label_hysteresis_power"] == choice["label_hysteresis_power"]
+    if choice["msda"]:
+        assert (tfc["msda_threshold"], tfc["msda_gate"]) == (choice["msda_threshold"], choice["msda_gate"])
+    rows = json.loads((evidence / "camvid_table.json").read_text())["rows"]
+    shipped = next(r for r in rows if r["row"] == "TFC, K=4, shipped settings")
+    assert shipped["interpolation_power"] == tfc["interpolation_power"]
+    assert shipped["label_hysteresis"] == config["label_hysteresis"]
+    assert shipped["msda_threshold"] == (tfc["msda_threshold"] if tfc["msda"] else None)
+    assert shipped["msda_gate"] == (tfc["msda_gate"] if tfc["msda"] else None)
+
+
 def test_road_in_the_demo_frame_is_labelled_road():
     frames = imageio_ffmpeg.read_frames(str(ROOT / "examples" / "demo.mp4"))
     meta = next(frames)
