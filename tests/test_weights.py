@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,6 @@ def test_shipped_settings_are_the_calibrations_choice():
     """weights/config.json's inference settings are what the rule chose in the saved calibration
     (scripts/calibrate_msda.py --write), and the saved results table ran with them: editing one
     without regenerating the evidence fails here."""
-    import json
     evidence = ROOT / "weights" / "evidence"
     choice = json.loads((evidence / "msda_calibration_k4.json").read_text())["choice"]
     config = json.loads((SHIPPED_WEIGHTS / "config.json").read_text())
@@ -46,6 +46,7 @@ def test_shipped_settings_are_the_calibrations_choice():
     shipped = next(r for r in rows if r["row"] == "TFC, K=4, shipped settings")
     assert shipped["interpolation_power"] == tfc["interpolation_power"]
     assert shipped["label_hysteresis"] == config["label_hysteresis"]
+    assert shipped["label_hysteresis_power"] == config["label_hysteresis_power"]
     assert shipped["msda_threshold"] == (tfc["msda_threshold"] if tfc["msda"] else None)
     assert shipped["msda_gate"] == (tfc["msda_gate"] if tfc["msda"] else None)
 
